@@ -1,0 +1,663 @@
+//! Channel configuration: which channels exist and how each behaves.
+//!
+//! Both hosts read the same source, the `[vars]` table of `wrangler.toml` (Cloudflare's convention for
+//! plain configuration). The edge gets it from the Worker's environment, the native binary parses the
+//! file; each turns it into a JSON object and calls [`Config::from_vars`], so validation and defaults
+//! live here once.
+//!
+//! ```toml
+//! [vars]
+//! PING_INTERVAL = 25000          # ms between server pings
+//! PING_TIMEOUT = 20000           # ms the client has to answer a ping
+//! CONNECT_TIMEOUT = 45000        # ms a new session has to join a namespace
+//! MAX_PAYLOAD = 1000000          # bytes per message / polling request
+//!
+//! [vars.CHANNELS."/"]            # the default channel, reached by a plain `io()`
+//! relay = "all"
+//!
+//! [vars.CHANNELS."chats/:id"]    # `:id` matches one path segment
+//! relay = "all"                  # all | others | none
+//! namespaces = ["/"]
+//! client_rooms = true
+//! ```
+//!
+//! A channel whose name matches no pattern does not exist: hosts refuse it before creating any state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Channel rules, most specific first, so the first match wins.
+    rules: Vec<ChannelRule>,
+    /// Policy of the raw Engine.IO echo endpoint at `/engine.io/`, when enabled.
+    engine_echo: Option<Arc<ChannelPolicy>>,
+}
+
+/// One `CHANNELS` entry: a pattern and the policy of every channel it matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelRule {
+    pub pattern: ChannelPattern,
+    pub policy: Arc<ChannelPolicy>,
+}
+
+/// What a channel does, fully resolved (defaults applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPolicy {
+    pub behaviour: BehaviourKind,
+    pub relay: RelayMode,
+    /// Namespaces clients may connect to; always contains at least one.
+    pub namespaces: Vec<String>,
+    /// Whether clients may join and leave rooms with the reserved `switchboard:join` / `switchboard:leave`
+    /// events.
+    pub client_rooms: bool,
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Largest accepted WebSocket message or polling request body, in bytes.
+    pub max_payload: u64,
+    /// Browser origins allowed to use the polling transport (`*` allows any).
+    pub allowed_origins: Vec<String>,
+}
+
+impl ChannelPolicy {
+    pub fn allows_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|allowed| allowed == namespace)
+    }
+
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+    }
+}
+
+/// Which [`crate::behaviour::Behaviour`] drives a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BehaviourKind {
+    /// The product: client events are relayed according to [`RelayMode`].
+    Relay,
+    /// The Socket.IO v5 protocol test server (auth echo, `message` → `message-back`, acks).
+    Conformance,
+    /// The Engine.IO v4 protocol test server: every message is echoed back, no Socket.IO layer.
+    EngineEcho,
+}
+
+/// Where a client's event goes in a relay channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    /// Every socket in the namespace, sender included (the chat tutorial's `io.emit`).
+    All,
+    /// Every socket in the namespace except the sender (`socket.broadcast.emit`).
+    Others,
+    /// Nobody: clients only receive what the server emits.
+    None,
+}
+
+/// Engine-wide defaults that each channel pattern may override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Defaults {
+    ping_interval_ms: u64,
+    ping_timeout_ms: u64,
+    connect_timeout_ms: u64,
+    max_payload: u64,
+}
+
+impl Default for Defaults {
+    // The values socket.io ships with, so clients tuned for it behave the same here.
+    fn default() -> Self {
+        Self {
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            connect_timeout_ms: 45_000,
+            max_payload: 1_000_000,
+        }
+    }
+}
+
+/// A configuration problem, naming the key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The variable names this crate reads from `[vars]`.
+pub mod keys {
+    pub const PING_INTERVAL: &str = "PING_INTERVAL";
+    pub const PING_TIMEOUT: &str = "PING_TIMEOUT";
+    pub const CONNECT_TIMEOUT: &str = "CONNECT_TIMEOUT";
+    pub const MAX_PAYLOAD: &str = "MAX_PAYLOAD";
+    pub const ENGINE_IO_ECHO: &str = "ENGINE_IO_ECHO";
+    pub const CHANNELS: &str = "CHANNELS";
+    /// Every key above, for hosts that must look variables up one by one (the Worker environment
+    /// cannot be enumerated).
+    pub const ALL: &[&str] = &[
+        PING_INTERVAL,
+        PING_TIMEOUT,
+        CONNECT_TIMEOUT,
+        MAX_PAYLOAD,
+        ENGINE_IO_ECHO,
+        CHANNELS,
+    ];
+}
+
+/// A `CHANNELS` entry as written; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelSpec {
+    behaviour: Option<BehaviourKind>,
+    relay: Option<RelayMode>,
+    namespaces: Option<Vec<String>>,
+    client_rooms: Option<bool>,
+    ping_interval: Option<Value>,
+    ping_timeout: Option<Value>,
+    connect_timeout: Option<Value>,
+    max_payload: Option<Value>,
+    allowed_origins: Option<Vec<String>>,
+}
+
+/// The configuration used when no file is present: the plain Socket.IO chat tutorial works against it
+/// (`io()` on the default channel, `chat message` relayed to everyone), and `chats/:id` channels
+/// work the same way.
+pub const EMBEDDED_DEFAULT_VARS: &str = r#"{
+    "CHANNELS": {
+        "/": { "relay": "all" },
+        "chats/:id": { "relay": "all", "client_rooms": true }
+    }
+}"#;
+
+impl Config {
+    /// Reads the `[vars]` table (as JSON). Unknown variables are ignored: the Worker environment holds
+    /// secrets and bindings too.
+    pub fn from_vars(vars: &Map<String, Value>) -> Result<Config, ConfigError> {
+        let defaults = Defaults {
+            ping_interval_ms: optional_whole_number(vars.get(keys::PING_INTERVAL), keys::PING_INTERVAL)?
+                .unwrap_or(Defaults::default().ping_interval_ms),
+            ping_timeout_ms: optional_whole_number(vars.get(keys::PING_TIMEOUT), keys::PING_TIMEOUT)?
+                .unwrap_or(Defaults::default().ping_timeout_ms),
+            connect_timeout_ms: optional_whole_number(
+                vars.get(keys::CONNECT_TIMEOUT),
+                keys::CONNECT_TIMEOUT,
+            )?
+            .unwrap_or(Defaults::default().connect_timeout_ms),
+            max_payload: optional_whole_number(vars.get(keys::MAX_PAYLOAD), keys::MAX_PAYLOAD)?
+                .unwrap_or(Defaults::default().max_payload),
+        };
+        validate_engine_numbers(&defaults, "")?;
+
+        let channels = match vars.get(keys::CHANNELS) {
+            None => {
+                return Err(ConfigError::new(
+                    keys::CHANNELS,
+                    "missing: declare at least one channel pattern, e.g. [vars.CHANNELS.\"chats/:id\"]",
+                ));
+            }
+            Some(Value::String(text)) => serde_json::from_str::<Value>(text).map_err(|err| {
+                ConfigError::new(keys::CHANNELS, format!("not valid JSON: {err}"))
+            })?,
+            Some(other) => other.clone(),
+        };
+        let Value::Object(channels) = channels else {
+            return Err(ConfigError::new(
+                keys::CHANNELS,
+                "expected a table of channel patterns",
+            ));
+        };
+        if channels.is_empty() {
+            return Err(ConfigError::new(
+                keys::CHANNELS,
+                "declare at least one channel pattern",
+            ));
+        }
+
+        let mut rules = Vec::with_capacity(channels.len());
+        for (pattern_text, spec) in &channels {
+            let key = format!("{}.\"{}\"", keys::CHANNELS, pattern_text);
+            let pattern = ChannelPattern::parse(pattern_text)
+                .map_err(|problem| ConfigError::new(&key, problem))?;
+            let spec: ChannelSpec = serde_json::from_value(spec.clone())
+                .map_err(|err| ConfigError::new(&key, err.to_string()))?;
+            let policy = resolve_policy(spec, &defaults, &key)?;
+            if policy.behaviour == BehaviourKind::EngineEcho {
+                return Err(ConfigError::new(
+                    format!("{key}.behaviour"),
+                    "engine-echo is not a channel behaviour; set ENGINE_IO_ECHO = true instead",
+                ));
+            }
+            rules.push(ChannelRule {
+                pattern,
+                policy: Arc::new(policy),
+            });
+        }
+        // Most specific first: a literal segment beats a parameter at the first place they differ.
+        rules.sort_by(|a, b| b.pattern.specificity().cmp(&a.pattern.specificity()));
+
+        let engine_echo = match vars.get(keys::ENGINE_IO_ECHO) {
+            None | Some(Value::Bool(false)) => None,
+            Some(Value::String(text)) if text == "false" => None,
+            Some(Value::Bool(true)) => Some(()),
+            Some(Value::String(text)) if text == "true" => Some(()),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    keys::ENGINE_IO_ECHO,
+                    format!("expected true or false, got {other}"),
+                ));
+            }
+        }
+        .map(|()| {
+            Arc::new(ChannelPolicy {
+                behaviour: BehaviourKind::EngineEcho,
+                relay: RelayMode::None,
+                namespaces: vec!["/".into()],
+                client_rooms: false,
+                ping_interval_ms: defaults.ping_interval_ms,
+                ping_timeout_ms: defaults.ping_timeout_ms,
+                connect_timeout_ms: defaults.connect_timeout_ms,
+                max_payload: defaults.max_payload,
+                allowed_origins: vec!["*".into()],
+            })
+        });
+
+        Ok(Config { rules, engine_echo })
+    }
+
+    /// Parses a JSON object of vars (the form of [`EMBEDDED_DEFAULT_VARS`]).
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|err| ConfigError::new("vars", format!("not valid JSON: {err}")))?;
+        match value {
+            Value::Object(vars) => Config::from_vars(&vars),
+            _ => Err(ConfigError::new("vars", "expected a table")),
+        }
+    }
+
+    /// The built-in configuration used when no file is present.
+    pub fn embedded_default() -> Config {
+        // The embedded text is a constant checked by a unit test, so this cannot fail at run time;
+        // falling back keeps the function total anyway.
+        Config::from_json(EMBEDDED_DEFAULT_VARS).unwrap_or_else(|_| Config {
+            rules: Vec::new(),
+            engine_echo: None,
+        })
+    }
+
+    /// The policy of `channel` (a validated channel name, `""` for the default channel), or `None` when
+    /// no pattern matches it.
+    pub fn policy_for(&self, channel: &str) -> Option<&Arc<ChannelPolicy>> {
+        self.rules
+            .iter()
+            .find(|rule| rule.pattern.matches(channel))
+            .map(|rule| &rule.policy)
+    }
+
+    /// The policy of the raw Engine.IO echo endpoint, if enabled.
+    pub fn engine_echo(&self) -> Option<&Arc<ChannelPolicy>> {
+        self.engine_echo.as_ref()
+    }
+
+    pub fn rules(&self) -> &[ChannelRule] {
+        &self.rules
+    }
+}
+
+fn resolve_policy(
+    spec: ChannelSpec,
+    defaults: &Defaults,
+    key: &str,
+) -> Result<ChannelPolicy, ConfigError> {
+    let field = |name: &str| format!("{key}.{name}");
+    let namespaces = spec.namespaces.unwrap_or_else(|| vec!["/".into()]);
+    if namespaces.is_empty() {
+        return Err(ConfigError::new(
+            field("namespaces"),
+            "declare at least one namespace",
+        ));
+    }
+    for namespace in &namespaces {
+        if !namespace.starts_with('/') || namespace.contains(',') {
+            return Err(ConfigError::new(
+                field("namespaces"),
+                format!("{namespace:?} must start with '/' and contain no ','"),
+            ));
+        }
+    }
+    let engine = Defaults {
+        ping_interval_ms: optional_whole_number(spec.ping_interval.as_ref(), &field("ping_interval"))?
+            .unwrap_or(defaults.ping_interval_ms),
+        ping_timeout_ms: optional_whole_number(spec.ping_timeout.as_ref(), &field("ping_timeout"))?
+            .unwrap_or(defaults.ping_timeout_ms),
+        connect_timeout_ms: optional_whole_number(
+            spec.connect_timeout.as_ref(),
+            &field("connect_timeout"),
+        )?
+        .unwrap_or(defaults.connect_timeout_ms),
+        max_payload: optional_whole_number(spec.max_payload.as_ref(), &field("max_payload"))?
+            .unwrap_or(defaults.max_payload),
+    };
+    validate_engine_numbers(&engine, &format!("{key}."))?;
+    let allowed_origins = spec.allowed_origins.unwrap_or_else(|| vec!["*".into()]);
+    if allowed_origins.is_empty() {
+        return Err(ConfigError::new(
+            field("allowed_origins"),
+            "list at least one origin, or \"*\"",
+        ));
+    }
+    Ok(ChannelPolicy {
+        behaviour: spec.behaviour.unwrap_or(BehaviourKind::Relay),
+        relay: spec.relay.unwrap_or(RelayMode::All),
+        namespaces,
+        client_rooms: spec.client_rooms.unwrap_or(false),
+        ping_interval_ms: engine.ping_interval_ms,
+        ping_timeout_ms: engine.ping_timeout_ms,
+        connect_timeout_ms: engine.connect_timeout_ms,
+        max_payload: engine.max_payload,
+        allowed_origins,
+    })
+}
+
+fn validate_engine_numbers(values: &Defaults, prefix: &str) -> Result<(), ConfigError> {
+    let checks = [
+        ("PING_INTERVAL", "ping_interval", values.ping_interval_ms),
+        ("PING_TIMEOUT", "ping_timeout", values.ping_timeout_ms),
+        ("CONNECT_TIMEOUT", "connect_timeout", values.connect_timeout_ms),
+        ("MAX_PAYLOAD", "max_payload", values.max_payload),
+    ];
+    for (global, local, value) in checks {
+        if value == 0 {
+            let key = if prefix.is_empty() {
+                global.to_string()
+            } else {
+                format!("{prefix}{local}")
+            };
+            return Err(ConfigError::new(key, "must be greater than zero"));
+        }
+    }
+    Ok(())
+}
+
+/// A non-negative integer, written as a number or as a string of digits (Worker vars are often strings).
+fn optional_whole_number(value: Option<&Value>, key: &str) -> Result<Option<u64>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(Value::Number(number)) => number.as_u64().map(Some).ok_or_else(|| {
+            ConfigError::new(
+                key,
+                format!("expected a whole non-negative number, got {number}"),
+            )
+        }),
+        Some(Value::String(text)) => text.trim().parse::<u64>().map(Some).map_err(|_| {
+            ConfigError::new(
+                key,
+                format!("expected a whole non-negative number, got {text:?}"),
+            )
+        }),
+        Some(other) => Err(ConfigError::new(
+            key,
+            format!("expected a whole non-negative number, got {other}"),
+        )),
+    }
+}
+
+/// A channel pattern such as `chats/:id`; `/` (or the empty string) names the default channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPattern {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+impl ChannelPattern {
+    pub fn parse(text: &str) -> Result<ChannelPattern, String> {
+        if text.is_empty() || text == "/" {
+            return Ok(ChannelPattern {
+                text: "/".into(),
+                segments: Vec::new(),
+            });
+        }
+        let mut segments = Vec::new();
+        for segment in text.split('/') {
+            if let Some(name) = segment.strip_prefix(':') {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(format!(
+                        "parameter {segment:?} must be ':' followed by letters, digits or '_'"
+                    ));
+                }
+                segments.push(Segment::Param(name.to_string()));
+            } else if is_valid_segment(segment) {
+                segments.push(Segment::Literal(segment.to_string()));
+            } else {
+                return Err(format!(
+                    "segment {segment:?} is not allowed: use letters, digits, '-', '_', '.', '~' \
+                     or a ':param', separated by single '/'"
+                ));
+            }
+        }
+        Ok(ChannelPattern {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn matches(&self, channel: &str) -> bool {
+        self.bind(channel).is_some()
+    }
+
+    /// Matches `channel` and returns the bound parameters (`chats/:id` on `chats/42` gives `id = 42`).
+    pub fn bind(&self, channel: &str) -> Option<BTreeMap<String, String>> {
+        if channel.is_empty() {
+            return self.segments.is_empty().then(BTreeMap::new);
+        }
+        let mut params = BTreeMap::new();
+        let mut parts = channel.split('/');
+        for segment in &self.segments {
+            let part = parts.next()?;
+            match segment {
+                Segment::Literal(literal) if literal == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(name) => {
+                    params.insert(name.clone(), part.to_string());
+                }
+            }
+        }
+        parts.next().is_none().then_some(params)
+    }
+
+    /// Literal segments rank above parameters, position by position.
+    fn specificity(&self) -> Vec<bool> {
+        self.segments
+            .iter()
+            .map(|segment| matches!(segment, Segment::Literal(_)))
+            .collect()
+    }
+}
+
+/// Longest channel name accepted, in bytes; it also bounds Durable Object names.
+pub const MAX_CHANNEL_NAME_LEN: usize = 200;
+
+fn is_valid_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+        && segment != "."
+        && segment != ".."
+}
+
+/// Checks a channel name taken from a URL: `""` (the default channel) or segments of letters, digits,
+/// `-`, `_`, `.` and `~`, separated by single slashes.
+pub fn validate_channel_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    if name.len() > MAX_CHANNEL_NAME_LEN {
+        return Err(format!(
+            "channel name is longer than {MAX_CHANNEL_NAME_LEN} bytes"
+        ));
+    }
+    if name.split('/').all(is_valid_segment) {
+        Ok(())
+    } else {
+        Err(format!(
+            "channel name {name:?} is not valid: use letters, digits, '-', '_', '.' and '~' in \
+             segments separated by single '/'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use serde_json::json;
+
+    fn vars(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => unreachable!("test vars are objects"),
+        }
+    }
+
+    #[test]
+    fn embedded_default_serves_the_chat_tutorial() {
+        let config = Config::from_json(EMBEDDED_DEFAULT_VARS).expect("embedded default is valid");
+        let default = config.policy_for("").expect("default channel exists");
+        assert_eq!(default.relay, RelayMode::All);
+        assert_eq!(default.behaviour, BehaviourKind::Relay);
+        assert_eq!(default.namespaces, vec!["/".to_string()]);
+        assert!(config.policy_for("chats/42").is_some());
+        assert!(config.policy_for("nope").is_none());
+        assert!(config.engine_echo().is_none());
+        assert_eq!(Config::embedded_default(), config);
+    }
+
+    #[test]
+    fn literal_patterns_win_over_parameters() {
+        let config = Config::from_vars(&vars(json!({
+            "CHANNELS": {
+                "chats/:id": { "relay": "all" },
+                "chats/lobby": { "relay": "none" },
+            }
+        })))
+        .unwrap();
+        assert_eq!(
+            config.policy_for("chats/lobby").unwrap().relay,
+            RelayMode::None
+        );
+        assert_eq!(config.policy_for("chats/7").unwrap().relay, RelayMode::All);
+        assert!(config.policy_for("chats/7/extra").is_none());
+        assert!(config.policy_for("chats").is_none());
+    }
+
+    #[test]
+    fn pattern_binds_parameters() {
+        let pattern = ChannelPattern::parse("users/:user_id/notifications").unwrap();
+        let params = pattern.bind("users/u1/notifications").unwrap();
+        assert_eq!(params.get("user_id").map(String::as_str), Some("u1"));
+        assert!(pattern.bind("users/u1/other").is_none());
+    }
+
+    #[test]
+    fn numbers_may_be_strings_and_patterns_override_globals() {
+        let config = Config::from_vars(&vars(json!({
+            "PING_INTERVAL": "300",
+            "PING_TIMEOUT": 200,
+            "CHANNELS": { "/": {}, "small/:id": { "max_payload": 1000 } }
+        })))
+        .unwrap();
+        let default = config.policy_for("").unwrap();
+        assert_eq!(default.ping_interval_ms, 300);
+        assert_eq!(default.ping_timeout_ms, 200);
+        assert_eq!(default.max_payload, 1_000_000);
+        assert_eq!(config.policy_for("small/1").unwrap().max_payload, 1000);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_problem() {
+        let err = Config::from_vars(&vars(json!({
+            "CHANNELS": { "chats/:id": { "relay": "everyone" } }
+        })))
+        .unwrap_err();
+        assert_eq!(err.key, "CHANNELS.\"chats/:id\"");
+        assert!(err.problem.contains("everyone"), "{}", err.problem);
+
+        let err = Config::from_vars(&vars(json!({
+            "CHANNELS": { "chats/:id": { "relya": "all" } }
+        })))
+        .unwrap_err();
+        assert!(err.problem.contains("relya"), "{}", err.problem);
+
+        let err = Config::from_vars(&vars(json!({ "PING_INTERVAL": "soon", "CHANNELS": {"/": {}} })))
+            .unwrap_err();
+        assert_eq!(err.key, "PING_INTERVAL");
+
+        let err = Config::from_vars(&vars(json!({ "CHANNELS": { "a//b": {} } }))).unwrap_err();
+        assert!(err.problem.contains("segment"), "{}", err.problem);
+
+        let err = Config::from_vars(&vars(json!({}))).unwrap_err();
+        assert_eq!(err.key, "CHANNELS");
+
+        let err = Config::from_vars(&vars(json!({
+            "CHANNELS": { "x": { "namespaces": ["admin"] } }
+        })))
+        .unwrap_err();
+        assert_eq!(err.key, "CHANNELS.\"x\".namespaces");
+
+        let err = Config::from_vars(&vars(json!({
+            "CHANNELS": { "x": { "max_payload": 0 } }
+        })))
+        .unwrap_err();
+        assert_eq!(err.key, "CHANNELS.\"x\".max_payload");
+    }
+
+    #[test]
+    fn channel_names_are_validated() {
+        assert!(validate_channel_name("").is_ok());
+        assert!(validate_channel_name("chats/42").is_ok());
+        assert!(validate_channel_name("chats//42").is_err());
+        assert!(validate_channel_name("chats/../x").is_err());
+        assert!(validate_channel_name("chats/4 2").is_err());
+        assert!(validate_channel_name(&"a".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn engine_echo_is_opt_in() {
+        let config = Config::from_vars(&vars(json!({
+            "ENGINE_IO_ECHO": true,
+            "CHANNELS": { "/": {} }
+        })))
+        .unwrap();
+        assert_eq!(
+            config.engine_echo().unwrap().behaviour,
+            BehaviourKind::EngineEcho
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! The HTTP surface both hosts share: URL routing, Engine.IO query parsing, error bodies and CORS.
+//!
+//! Hosts turn their request type into a [`RequestHead`] and ask [`route`] where it goes; every status
+//! code and error body a client can see is decided here, so native and edge answer alike.
+
+use bytes::Bytes;
+
+use crate::config::{ChannelPolicy, validate_channel_name};
+
+/// Prefix of every Engine.IO endpoint: `/socket.io/<channel>/`.
+pub const SOCKET_IO_PREFIX: &str = "/socket.io";
+/// The raw Engine.IO endpoint of the Engine.IO test server (enabled by `ENGINE_IO_ECHO`).
+pub const ENGINE_IO_PATH: &str = "/engine.io";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Options,
+    Other,
+}
+
+impl Method {
+    pub fn parse(method: &str) -> Method {
+        match method {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "OPTIONS" => Method::Options,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// An HTTP response for the host to write as is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    pub fn text(status: u16, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type", "text/plain; charset=UTF-8".into())],
+            body: body.into(),
+        }
+    }
+
+    pub fn json(status: u16, body: &serde_json::Value) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn with_headers(mut self, headers: Vec<(&'static str, String)>) -> Self {
+        self.headers.extend(headers);
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Where a request path leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The Engine.IO endpoint of a channel (`""` is the default channel).
+    Channel(String),
+    /// The raw Engine.IO echo endpoint (only when configured).
+    EngineEcho,
+    /// A path under `/socket.io/` whose channel name is malformed.
+    BadChannelName(String),
+    /// Anything else.
+    NotFound,
+}
+
+/// Maps a request path to its endpoint. `/socket.io/chats/42/` → channel `chats/42`; `/socket.io/` →
+/// the default channel. The trailing slash is optional.
+pub fn route(path: &str) -> Route {
+    if let Some(rest) = path.strip_prefix(ENGINE_IO_PATH) {
+        if rest.is_empty() || rest == "/" {
+            return Route::EngineEcho;
+        }
+        return Route::NotFound;
+    }
+    let Some(rest) = path.strip_prefix(SOCKET_IO_PREFIX) else {
+        return Route::NotFound;
+    };
+    let channel = match rest {
+        "" | "/" => "",
+        _ => match rest.strip_prefix('/') {
+            Some(inner) => inner.strip_suffix('/').unwrap_or(inner),
+            None => return Route::NotFound,
+        },
+    };
+    match validate_channel_name(channel) {
+        Ok(()) => Route::Channel(channel.to_string()),
+        Err(problem) => Route::BadChannelName(problem),
+    }
+}
+
+/// The Engine.IO transport a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Polling,
+    WebSocket,
+}
+
+/// The parsed Engine.IO query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineQuery {
+    pub transport: TransportKind,
+    pub sid: Option<String>,
+}
+
+/// Engine.IO error codes, as the reference server numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineError {
+    TransportUnknown = 0,
+    UnknownSid = 1,
+    BadHandshakeMethod = 2,
+    BadRequest = 3,
+    Forbidden = 4,
+    UnsupportedProtocolVersion = 5,
+}
+
+impl EngineError {
+    pub fn message(self) -> &'static str {
+        match self {
+            EngineError::TransportUnknown => "Transport unknown",
+            EngineError::UnknownSid => "Session ID unknown",
+            EngineError::BadHandshakeMethod => "Bad handshake method",
+            EngineError::BadRequest => "Bad request",
+            EngineError::Forbidden => "Forbidden",
+            EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+
+    /// The 400 (or 403) response with the `{code, message}` body Engine.IO clients understand.
+    pub fn response(self) -> HttpResponse {
+        let status = if self == EngineError::Forbidden {
+            403
+        } else {
+            400
+        };
+        HttpResponse::json(
+            status,
+            &serde_json::json!({ "code": self as u8, "message": self.message() }),
+        )
+    }
+}
+
+/// Parses `EIO=4&transport=…&sid=…`. Only protocol version 4 is spoken.
+pub fn parse_engine_query(query: Option<&str>) -> Result<EngineQuery, EngineError> {
+    let mut eio = None;
+    let mut transport = None;
+    let mut sid = None;
+    for pair in query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "EIO" => eio = Some(value),
+            "transport" => transport = Some(value),
+            "sid" => sid = Some(value),
+            _ => {}
+        }
+    }
+    if eio != Some("4") {
+        return Err(EngineError::UnsupportedProtocolVersion);
+    }
+    let transport = match transport {
+        Some("polling") => TransportKind::Polling,
+        Some("websocket") => TransportKind::WebSocket,
+        _ => return Err(EngineError::TransportUnknown),
+    };
+    let sid = match sid {
+        None => None,
+        // Sids are base64url; anything else cannot be ours.
+        Some(value)
+            if !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(value.to_string())
+        }
+        Some(_) => return Err(EngineError::UnknownSid),
+    };
+    Ok(EngineQuery { transport, sid })
+}
+
+/// CORS headers for a polling response to a request from `origin`; none when the origin is absent or
+/// not allowed (the browser then blocks the response, as it should).
+pub fn cors_headers(policy: &ChannelPolicy, origin: Option<&str>) -> Vec<(&'static str, String)> {
+    match origin {
+        Some(origin) if policy.allows_origin(origin) => vec![
+            ("access-control-allow-origin", origin.to_string()),
+            ("access-control-allow-credentials", "true".into()),
+            ("vary", "Origin".into()),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) on a polling endpoint.
+pub fn preflight_response(policy: &ChannelPolicy, origin: Option<&str>) -> HttpResponse {
+    let mut response = HttpResponse {
+        status: 204,
+        headers: cors_headers(policy, origin),
+        body: Bytes::new(),
+    };
+    if !response.headers.is_empty() {
+        response
+            .headers
+            .push(("access-control-allow-methods", "GET, POST, OPTIONS".into()));
+        response
+            .headers
+            .push(("access-control-allow-headers", "content-type".into()));
+        response
+            .headers
+            .push(("access-control-max-age", "86400".into()));
+    }
+    response
+}
+
+/// The 404 for a channel no pattern matches.
+pub fn unknown_channel_response(channel: &str) -> HttpResponse {
+    HttpResponse::json(
+        404,
+        &serde_json::json!({
+            "error": "unknown_channel",
+            "message": format!("no configured channel pattern matches {channel:?}"),
+        }),
+    )
+}
+
+/// The 400 for a malformed channel name.
+pub fn bad_channel_response(problem: &str) -> HttpResponse {
+    HttpResponse::json(
+        400,
+        &serde_json::json!({ "error": "bad_channel_name", "message": problem }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn routes_channels_by_path() {
+        assert_eq!(route("/socket.io/"), Route::Channel(String::new()));
+        assert_eq!(route("/socket.io"), Route::Channel(String::new()));
+        assert_eq!(route("/socket.io/chats/42/"), Route::Channel("chats/42".into()));
+        assert_eq!(route("/socket.io/chats/42"), Route::Channel("chats/42".into()));
+        assert_eq!(route("/engine.io/"), Route::EngineEcho);
+        assert_eq!(route("/socket.iox/"), Route::NotFound);
+        assert_eq!(route("/other"), Route::NotFound);
+        assert!(matches!(
+            route("/socket.io/a//b/"),
+            Route::BadChannelName(_)
+        ));
+        assert!(matches!(
+            route("/socket.io/../x/"),
+            Route::BadChannelName(_)
+        ));
+    }
+
+    #[test]
+    fn parses_engine_queries() {
+        assert_eq!(
+            parse_engine_query(Some("EIO=4&transport=polling&t=abc")),
+            Ok(EngineQuery {
+                transport: TransportKind::Polling,
+                sid: None
+            })
+        );
+        assert_eq!(
+            parse_engine_query(Some("EIO=4&transport=websocket&sid=abc_-1")),
+            Ok(EngineQuery {
+                transport: TransportKind::WebSocket,
+                sid: Some("abc_-1".into())
+            })
+        );
+        assert_eq!(
+            parse_engine_query(Some("transport=polling")),
+            Err(EngineError::UnsupportedProtocolVersion)
+        );
+        assert_eq!(
+            parse_engine_query(Some("EIO=3&transport=polling")),
+            Err(EngineError::UnsupportedProtocolVersion)
+        );
+        assert_eq!(
+            parse_engine_query(Some("EIO=4&transport=abc")),
+            Err(EngineError::TransportUnknown)
+        );
+        assert_eq!(
+            parse_engine_query(Some("EIO=4&transport=polling&sid=a%20b")),
+            Err(EngineError::UnknownSid)
+        );
+        assert_eq!(parse_engine_query(None), Err(EngineError::UnsupportedProtocolVersion));
+    }
+
+    #[test]
+    fn error_bodies_carry_code_and_message() {
+        let response = EngineError::UnknownSid.response();
+        assert_eq!(response.status, 400);
+        assert_eq!(
+            response.body,
+            Bytes::from_static(br#"{"code":1,"message":"Session ID unknown"}"#)
+        );
+    }
+}

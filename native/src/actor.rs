@@ -1,0 +1,363 @@
+//! One task per live channel: it owns the core [`Channel`] and is the only code that touches it.
+//!
+//! Connection tasks and HTTP handlers send [`Command`]s; the actor feeds them to the channel with the
+//! current time, sleeps until the channel's next timer, and carries out the channel's outputs: frames
+//! go to each WebSocket's outbound queue, answers go back to waiting HTTP handlers. When a channel has
+//! had no sessions for [`IDLE_LINGER`], its actor leaves the [`Registry`] and ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchboard_core::channel::{Channel, ConnId, Frames, Output, RandomSource};
+use switchboard_core::config::ChannelPolicy;
+use switchboard_core::http::{HttpResponse, Method};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long an empty channel's task lingers before it ends.
+pub const IDLE_LINGER: Duration = Duration::from_secs(5);
+/// Commands a channel may have queued before senders wait (backpressure on busy channels).
+const COMMAND_QUEUE: usize = 1024;
+/// Frame batches a WebSocket may have queued before it counts as too slow and is dropped, so one
+/// stalled client never holds up the channel.
+pub const OUTBOUND_QUEUE: usize = 1024;
+
+/// What a WebSocket task receives from its channel.
+#[derive(Debug)]
+pub enum Outbound {
+    Frames(Frames),
+    Close { code: u16, reason: &'static str },
+}
+
+/// What a channel task is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    Polling {
+        request: ConnId,
+        method: Method,
+        sid: Option<String>,
+        origin: Option<String>,
+        body: Bytes,
+        reply: oneshot::Sender<HttpResponse>,
+    },
+    PollAborted {
+        request: ConnId,
+    },
+    WsOpen {
+        conn: ConnId,
+        sid: Option<String>,
+        outbound: mpsc::Sender<Outbound>,
+    },
+    WsText {
+        conn: ConnId,
+        text: axum::extract::ws::Utf8Bytes,
+    },
+    WsBinary {
+        conn: ConnId,
+        bytes: Bytes,
+    },
+    WsClosed {
+        conn: ConnId,
+    },
+    /// Close every session (server shutting down).
+    Shutdown,
+}
+
+/// Milliseconds on a monotonic clock shared by all channels.
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A fresh id for a connection or request, unique in this process.
+pub fn next_conn_id() -> ConnId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Operating-system randomness for session and socket ids.
+struct OsRandom;
+
+impl RandomSource for OsRandom {
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        if let Err(err) = getrandom::fill(dest) {
+            // Without randomness ids would be guessable; refusing to run is the only safe answer.
+            panic!("the operating system's random source failed: {err}");
+        }
+    }
+}
+
+/// The live channels of this process, by name.
+#[derive(Debug, Default)]
+pub struct Registry {
+    channels: Mutex<HashMap<String, LiveChannel>>,
+}
+
+/// A registry entry; the generation tells a task apart from the one that replaced it.
+#[derive(Debug, Clone)]
+struct LiveChannel {
+    generation: u64,
+    sender: mpsc::Sender<Command>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Registry> {
+        Arc::new(Registry::default())
+    }
+
+    /// Delivers `command` to the channel's task, starting one if needed.
+    ///
+    /// The fast path enqueues while holding the registry lock, and a retiring task checks its queue
+    /// under the same lock, so a command can never land in a task that has decided to end. Only when
+    /// the queue is full does the sender wait outside the lock (a full queue is never retired).
+    pub async fn send(self: &Arc<Self>, key: &str, policy: &Arc<ChannelPolicy>, command: Command) {
+        let mut command = command;
+        loop {
+            let live = {
+                let mut channels = self.lock();
+                let live = Self::live(&mut channels, self, key, policy);
+                match live.sender.try_send(command) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(returned)) => {
+                        command = returned;
+                        live
+                    }
+                    Err(mpsc::error::TrySendError::Closed(returned)) => {
+                        channels.remove(key);
+                        command = returned;
+                        continue;
+                    }
+                }
+            };
+            match live.sender.send(command).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(returned)) => {
+                    self.forget(key, live.generation);
+                    command = returned;
+                }
+            }
+        }
+    }
+
+    /// Like [`Registry::send`] but usable from `Drop`: never waits.
+    pub fn send_later(self: &Arc<Self>, key: &str, policy: &Arc<ChannelPolicy>, command: Command) {
+        let registry = self.clone();
+        let key = key.to_string();
+        let policy = policy.clone();
+        tokio::spawn(async move { registry.send(&key, &policy, command).await });
+    }
+
+    /// Asks every live channel to close its sessions.
+    pub async fn shutdown_all(&self) {
+        let senders: Vec<_> = self.lock().values().map(|live| live.sender.clone()).collect();
+        for sender in senders {
+            let _ = sender.send(Command::Shutdown).await;
+        }
+    }
+
+    pub fn live_channels(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn live(
+        channels: &mut HashMap<String, LiveChannel>,
+        registry: &Arc<Registry>,
+        key: &str,
+        policy: &Arc<ChannelPolicy>,
+    ) -> LiveChannel {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+        if let Some(live) = channels.get(key) {
+            return live.clone();
+        }
+        let (sender, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let live = LiveChannel {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            sender,
+        };
+        channels.insert(key.to_string(), live.clone());
+        let channel = Channel::new(key, policy.clone(), Box::new(OsRandom));
+        let actor = ChannelActor {
+            key: key.to_string(),
+            policy: policy.clone(),
+            channel,
+            generation: live.generation,
+            receiver,
+            registry: registry.clone(),
+            websockets: HashMap::new(),
+            waiting: HashMap::new(),
+        };
+        tokio::spawn(actor.run());
+        tracing::debug!(channel = key, "channel task started");
+        live
+    }
+
+    /// Removes `key` if it is still the task of this generation (a newer one may have replaced it).
+    fn forget(&self, key: &str, generation: u64) {
+        let mut channels = self.lock();
+        if channels
+            .get(key)
+            .is_some_and(|current| current.generation == generation)
+        {
+            channels.remove(key);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveChannel>> {
+        // A panic while holding this lock cannot leave the map inconsistent; keep serving.
+        self.channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct ChannelActor {
+    key: String,
+    policy: Arc<ChannelPolicy>,
+    channel: Channel,
+    generation: u64,
+    receiver: mpsc::Receiver<Command>,
+    registry: Arc<Registry>,
+    websockets: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    /// HTTP handlers waiting for their answer.
+    waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
+}
+
+impl ChannelActor {
+    async fn run(mut self) {
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let timer = self.channel.poll_timeout();
+            let linger = idle_since.map(|since| since + IDLE_LINGER);
+            tokio::select! {
+                command = self.receiver.recv() => match command {
+                    Some(command) => self.handle(command),
+                    None => break,
+                },
+                () = sleep_until_ms(timer), if timer.is_some() => {
+                    self.channel.handle_timeout(now_ms());
+                }
+                () = tokio::time::sleep_until(linger.unwrap_or_else(Instant::now).into()), if linger.is_some() => {
+                    if self.try_retire() {
+                        return;
+                    }
+                }
+            }
+            self.drain_outputs();
+            let idle = self.channel.is_idle() && self.waiting.is_empty();
+            idle_since = match (idle, idle_since) {
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+                (false, _) => None,
+            };
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = now_ms();
+        match command {
+            Command::Polling {
+                request,
+                method,
+                sid,
+                origin,
+                body,
+                reply,
+            } => {
+                self.waiting.insert(request, reply);
+                self.channel.handle_polling(
+                    request,
+                    method,
+                    sid.as_deref(),
+                    origin.as_deref(),
+                    body,
+                    now,
+                );
+            }
+            Command::PollAborted { request } => {
+                if self.waiting.remove(&request).is_some() {
+                    self.channel.handle_http_aborted(request, now);
+                }
+            }
+            Command::WsOpen {
+                conn,
+                sid,
+                outbound,
+            } => {
+                self.websockets.insert(conn, outbound);
+                self.channel.handle_ws_open(conn, sid.as_deref(), now);
+            }
+            Command::WsText { conn, text } => self.channel.handle_ws_text(conn, text.as_str(), now),
+            Command::WsBinary { conn, bytes } => self.channel.handle_ws_binary(conn, bytes, now),
+            Command::WsClosed { conn } => {
+                self.websockets.remove(&conn);
+                self.channel.handle_ws_closed(conn, now);
+            }
+            Command::Shutdown => self.channel.close_all(),
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        while let Some(output) = self.channel.poll_output() {
+            match output {
+                Output::Transmit { conn, frames } => {
+                    let Some(outbound) = self.websockets.get(&conn) else {
+                        continue;
+                    };
+                    if outbound.try_send(Outbound::Frames(frames)).is_err() {
+                        // Too slow (or gone): drop it rather than buffer without bound. Dropping the
+                        // sender ends the connection task, which closes the socket.
+                        tracing::debug!(channel = %self.key, conn, "dropping a WebSocket that cannot keep up");
+                        self.websockets.remove(&conn);
+                        self.channel.handle_ws_closed(conn, now_ms());
+                    }
+                }
+                Output::CloseWebSocket { conn, code, reason } => {
+                    if let Some(outbound) = self.websockets.remove(&conn) {
+                        let _ = outbound.try_send(Outbound::Close { code, reason });
+                    }
+                }
+                Output::Respond { request, response } => {
+                    if let Some(reply) = self.waiting.remove(&request) {
+                        let _ = reply.send(response);
+                    }
+                }
+                // Native sessions live in memory; nothing to persist.
+                Output::SessionChanged { .. } => {}
+                // No server-side ack requests are made natively yet.
+                Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
+            }
+        }
+    }
+
+    /// Ends this task if the channel is still empty. Commands that raced in are handed to a new task.
+    fn try_retire(&mut self) -> bool {
+        {
+            let mut channels = self.registry.lock();
+            if !self.receiver.is_empty() {
+                return false;
+            }
+            if channels
+                .get(&self.key)
+                .is_some_and(|current| current.generation == self.generation)
+            {
+                channels.remove(&self.key);
+            }
+            self.receiver.close();
+        }
+        while let Ok(command) = self.receiver.try_recv() {
+            self.registry.send_later(&self.key, &self.policy, command);
+        }
+        tracing::debug!(channel = %self.key, "channel task ended (idle)");
+        true
+    }
+}
+
+async fn sleep_until_ms(deadline: Option<u64>) {
+    let now = now_ms();
+    let wait = deadline.unwrap_or(now).saturating_sub(now);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}

@@ -1,0 +1,77 @@
+//! # switchboard-native
+//!
+//! Switchboard as a tokio server. The moving parts:
+//!
+//! - [`transport`]: axum handlers for `/socket.io/<channel>/` (and `/engine.io/` when configured).
+//!   Polling requests and WebSocket messages are parsed just enough to be handed to their channel.
+//! - [`actor`]: one task per live channel owning a core [`switchboard_core::channel::Channel`]; it
+//!   feeds inputs with the current time, runs timers, and routes outputs back to connections.
+//! - [`settings`]: configuration from `wrangler.toml` `[vars]`, environment overrides, or the
+//!   embedded default.
+//!
+//! [`serve`] runs the server until a shutdown future resolves, then closes every session so clients
+//! reconnect elsewhere, and waits for in-flight requests to finish.
+
+pub mod actor;
+pub mod settings;
+pub mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::any;
+use switchboard_core::config::Config;
+use tokio::net::TcpListener;
+
+use crate::actor::Registry;
+use crate::transport::{AppState, engine_endpoint};
+
+/// How long shutdown waits for open requests and connections before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The HTTP application.
+pub fn app(config: Arc<Config>, registry: Arc<Registry>) -> Router {
+    let state = AppState { config, registry };
+    Router::new()
+        .route("/socket.io", any(engine_endpoint))
+        .route("/socket.io/", any(engine_endpoint))
+        .route("/socket.io/{*rest}", any(engine_endpoint))
+        .route("/engine.io", any(engine_endpoint))
+        .route("/engine.io/", any(engine_endpoint))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` resolves, then closes all sessions gracefully.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let registry = Registry::new();
+    let app = app(config, registry.clone());
+    let (closing_tx, closing_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = closing_tx.send(());
+    });
+    let server = tokio::spawn(server.into_future());
+    // Once the signal arrives, tell every channel to close its sessions: WebSockets get a close
+    // frame, held polls their last packet. Clients see a transport close and reconnect.
+    if closing_rx.await.is_ok() {
+        tracing::info!(
+            channels = registry.live_channels(),
+            "shutting down: closing all sessions"
+        );
+        registry.shutdown_all().await;
+    }
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(join_error)) => Err(std::io::Error::other(join_error)),
+        Err(_) => {
+            tracing::warn!("connections still open after the grace period; exiting anyway");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `switchboard`: the native server binary. See the crate docs of `switchboard_native`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use switchboard_native::settings::{self, Source};
+use tracing_subscriber::EnvFilter;
+
+/// Realtime channels for Socket.IO clients.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "SWITCHBOARD_HOST")]
+    host: String,
+    /// Port to listen on.
+    #[arg(long, short, default_value_t = 3000, env = "SWITCHBOARD_PORT")]
+    port: u16,
+    /// Configuration file; its [vars] table is read. Without one, an embedded default applies.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Read [env.<NAME>.vars] instead of [vars] (wrangler environments).
+    #[arg(long = "env", value_name = "NAME", env = "SWITCHBOARD_ENV")]
+    environment: Option<String>,
+}
+
+const DEFAULT_CONFIG: &str = "./wrangler.toml";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+
+    let required = cli.config.is_some();
+    let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let (config, source) = settings::load(&path, cli.environment.as_deref(), required, |key| {
+        std::env::var(key).ok()
+    })?;
+    match &source {
+        Source::File(file) => tracing::info!(
+            config = %file,
+            env = cli.environment.as_deref().unwrap_or("(top level)"),
+            patterns = config.rules().len(),
+            "configuration loaded"
+        ),
+        Source::Embedded => tracing::info!(
+            "no {DEFAULT_CONFIG}: using the embedded default (default channel and chats/:id, relay to all)"
+        ),
+    }
+
+    let address: SocketAddr = format!("{}:{}", cli.host, cli.port)
+        .parse()
+        .with_context(|| format!("invalid --host/--port {}:{}", cli.host, cli.port))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    tracing::info!("switchboard listening on http://{address}");
+    switchboard_native::serve(listener, Arc::new(config), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix (what process managers send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
