@@ -247,7 +247,7 @@ impl Config {
             });
         }
         // Most specific first: a literal segment beats a parameter at the first place they differ.
-        rules.sort_by(|a, b| b.pattern.specificity().cmp(&a.pattern.specificity()));
+        rules.sort_by_key(|rule| std::cmp::Reverse(rule.pattern.specificity()));
 
         let engine_echo = match vars.get(keys::ENGINE_IO_ECHO) {
             None | Some(Value::Bool(false)) => None,

@@ -1,0 +1,745 @@
+//! Drives a channel from both ends with a manual clock, as a host would.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::{BehaviourKind, ChannelPolicy, RelayMode};
+use crate::testing::SequenceRandom;
+
+fn policy(behaviour: BehaviourKind, relay: RelayMode) -> Arc<ChannelPolicy> {
+    Arc::new(ChannelPolicy {
+        behaviour,
+        relay,
+        namespaces: vec!["/".into(), "/admin".into()],
+        client_rooms: true,
+        ping_interval_ms: 300,
+        ping_timeout_ms: 200,
+        connect_timeout_ms: 1000,
+        max_payload: 1000,
+        allowed_origins: vec!["*".into()],
+    })
+}
+
+/// A channel plus a clock and the outputs seen so far.
+struct Harness {
+    channel: Channel,
+    now: u64,
+}
+
+impl Harness {
+    fn new(behaviour: BehaviourKind, relay: RelayMode) -> Self {
+        Self {
+            channel: Channel::new(
+                "test",
+                policy(behaviour, relay),
+                Box::new(SequenceRandom::new(7)),
+            ),
+            now: 1_000,
+        }
+    }
+
+    fn relay(relay: RelayMode) -> Self {
+        Self::new(BehaviourKind::Relay, relay)
+    }
+
+    fn outputs(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.channel.poll_output()).collect()
+    }
+
+    /// Opens a WebSocket session and returns its sid.
+    fn open_ws(&mut self, conn: ConnId) -> String {
+        self.channel.handle_ws_open(conn, None, self.now);
+        let texts = texts(&self.outputs(), conn);
+        let open = texts.first().expect("handshake sent");
+        let handshake: Value = serde_json::from_str(&open[1..]).expect("handshake is JSON");
+        assert_eq!(handshake["upgrades"], json!([]));
+        handshake["sid"].as_str().expect("sid").to_string()
+    }
+
+    /// Opens a WebSocket session connected to `namespace` and returns the socket id.
+    fn connect(&mut self, conn: ConnId, namespace: &str) -> String {
+        if !self.channel.websockets.contains_key(&conn) {
+            self.open_ws(conn);
+        }
+        let packet = if namespace == "/" {
+            "40".to_string()
+        } else {
+            format!("40{namespace},")
+        };
+        self.text(conn, &packet);
+        let texts = texts(&self.outputs(), conn);
+        let reply = texts.first().expect("connect reply");
+        let json_start = reply.find('{').expect("connect payload");
+        let payload: Value = serde_json::from_str(&reply[json_start..]).unwrap();
+        payload["sid"].as_str().expect("socket id").to_string()
+    }
+
+    fn text(&mut self, conn: ConnId, text: &str) {
+        self.channel.handle_ws_text(conn, text, self.now);
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        while let Some(deadline) = self.channel.poll_timeout() {
+            if deadline > self.now {
+                break;
+            }
+            self.channel.handle_timeout(self.now);
+        }
+    }
+
+    fn get(&mut self, request: ConnId, sid: &str) {
+        self.channel
+            .handle_polling(request, Method::Get, Some(sid), None, Bytes::new(), self.now);
+    }
+
+    fn post(&mut self, request: ConnId, sid: &str, body: &str) {
+        self.channel.handle_polling(
+            request,
+            Method::Post,
+            Some(sid),
+            None,
+            Bytes::from(body.to_string()),
+            self.now,
+        );
+    }
+}
+
+/// Text frames transmitted to `conn`, in order.
+fn texts(outputs: &[Output], conn: ConnId) -> Vec<String> {
+    frames_to(outputs, conn)
+        .iter()
+        .filter_map(|frame| frame.as_text().map(str::to_string))
+        .collect()
+}
+
+fn frames_to(outputs: &[Output], conn: ConnId) -> Vec<WireFrame> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Transmit { conn: to, frames } if *to == conn => Some(frames.to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn response_to(outputs: &[Output], request: ConnId) -> Option<HttpResponse> {
+    outputs.iter().find_map(|output| match output {
+        Output::Respond {
+            request: to,
+            response,
+        } if *to == request => Some(response.clone()),
+        _ => None,
+    })
+}
+
+fn closed(outputs: &[Output], conn: ConnId) -> Option<u16> {
+    outputs.iter().find_map(|output| match output {
+        Output::CloseWebSocket { conn: to, code, .. } if *to == conn => Some(*code),
+        _ => None,
+    })
+}
+
+fn body(response: &HttpResponse) -> String {
+    String::from_utf8(response.body.to_vec()).unwrap()
+}
+
+#[test]
+fn websocket_session_connects_and_relays_to_all() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.outputs();
+    h.text(1, r#"42["chat message","hi"]"#);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 1), vec![r#"42["chat message","hi"]"#]);
+    assert_eq!(texts(&out, 2), vec![r#"42["chat message","hi"]"#]);
+}
+
+#[test]
+fn a_broadcast_is_encoded_once_and_shared() {
+    let mut h = Harness::relay(RelayMode::All);
+    for conn in 1..=50 {
+        h.connect(conn, "/");
+    }
+    h.outputs();
+    h.text(1, r#"42["news",{"n":1}]"#);
+    let shared: Vec<&Frames> = h
+        .outputs()
+        .iter()
+        .filter_map(|output| match output {
+            Output::Transmit { frames, .. } => Some(frames.clone()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .leak()
+        .iter()
+        .collect();
+    assert_eq!(shared.len(), 50);
+    // Every recipient holds the very same allocation.
+    assert!(shared.iter().all(|frames| Arc::ptr_eq(frames, shared[0])));
+}
+
+#[test]
+fn relay_others_skips_the_sender_and_none_reaches_nobody() {
+    let mut h = Harness::relay(RelayMode::Others);
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.outputs();
+    h.text(1, r#"421["ev",1]"#);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 1), vec!["431[]"], "sender only gets its ack");
+    assert_eq!(texts(&out, 2), vec![r#"42["ev",1]"#]);
+
+    let mut h = Harness::relay(RelayMode::None);
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.outputs();
+    h.text(1, r#"42["ev",1]"#);
+    let out = h.outputs();
+    assert!(texts(&out, 1).is_empty());
+    assert!(texts(&out, 2).is_empty());
+}
+
+#[test]
+fn namespaces_are_isolated_and_unknown_ones_refused() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.connect(1, "/");
+    h.connect(2, "/admin");
+    h.outputs();
+    h.text(1, r#"42["ev"]"#);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 1).len(), 1);
+    assert!(texts(&out, 2).is_empty());
+
+    h.text(2, "40/nope,");
+    assert_eq!(
+        texts(&h.outputs(), 2),
+        vec![r#"44/nope,{"message":"Invalid namespace"}"#]
+    );
+}
+
+#[test]
+fn rooms_join_leave_broadcast_and_cleanup_on_disconnect() {
+    let mut h = Harness::relay(RelayMode::All);
+    let a = h.connect(1, "/");
+    let b = h.connect(2, "/");
+    let c = h.connect(3, "/");
+    h.outputs();
+    h.text(1, r#"421["switchboard:join","red"]"#);
+    h.text(2, r#"422["switchboard:join","red"]"#);
+    h.text(3, r#"423["switchboard:join","blue"]"#);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 1), vec![r#"431[{"ok":true,"rooms":["red"]}]"#]);
+    assert_eq!(h.channel.room_members("/", "red").len(), 2);
+
+    let reached = h
+        .channel
+        .emit(
+            ServerEmit {
+                namespace: "/".into(),
+                args: json!(["alert", 1]),
+                rooms: vec!["red".into()],
+                except: vec![b.clone()],
+                ..ServerEmit::default()
+            },
+            h.now,
+        )
+        .unwrap();
+    assert_eq!(reached, 1);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 1), vec![r#"42["alert",1]"#]);
+    assert!(texts(&out, 2).is_empty() && texts(&out, 3).is_empty());
+
+    // Union of rooms, each socket once.
+    let reached = h
+        .channel
+        .emit(
+            ServerEmit {
+                namespace: "/".into(),
+                args: json!(["x"]),
+                rooms: vec!["red".into(), "blue".into(), "red".into()],
+                ..ServerEmit::default()
+            },
+            h.now,
+        )
+        .unwrap();
+    assert_eq!(reached, 3);
+    h.outputs();
+
+    h.text(1, r#"424["switchboard:leave","red"]"#);
+    assert_eq!(
+        texts(&h.outputs(), 1),
+        vec![r#"434[{"ok":true,"rooms":[]}]"#]
+    );
+    assert_eq!(h.channel.room_members("/", "red"), vec![b.clone()]);
+
+    // Disconnecting leaves every room.
+    h.channel.handle_ws_closed(2, h.now);
+    assert!(h.channel.room_members("/", "red").is_empty());
+    assert_eq!(h.channel.socket_count("/"), 2);
+    let _ = (a, c);
+}
+
+#[test]
+fn acks_flow_in_both_directions() {
+    let mut h = Harness::new(BehaviourKind::Conformance, RelayMode::All);
+    h.connect(1, "/");
+    h.outputs();
+    h.text(1, r#"42456["message-with-ack",1,"2",{"3":[false]}]"#);
+    assert_eq!(texts(&h.outputs(), 1), vec![r#"43456[1,"2",{"3":[false]}]"#]);
+
+    // Server → client, answered.
+    let socket = h.channel.namespaces["/"].sockets.keys().next().unwrap().clone();
+    h.channel
+        .emit_with_ack("/", &socket, json!(["question"]), Vec::new(), 77, 5_000, h.now)
+        .unwrap();
+    assert_eq!(texts(&h.outputs(), 1), vec![r#"420["question"]"#]);
+    h.text(1, r#"430["answer"]"#);
+    assert_eq!(
+        h.outputs(),
+        vec![
+            Output::AckReceived {
+                token: 77,
+                args: json!(["answer"]),
+                attachments: vec![]
+            },
+            Output::SessionChanged { conn: 1 }
+        ]
+    );
+    // A second answer with the same id, or an unknown id, is ignored.
+    h.text(1, r#"430["again"]"#);
+    h.text(1, "43999[]");
+    assert!(h.outputs().is_empty());
+
+    // Server → client, unanswered until the timeout.
+    h.channel
+        .emit_with_ack("/", &socket, json!(["q2"]), Vec::new(), 78, 500, h.now)
+        .unwrap();
+    h.outputs();
+    h.text(1, "3"); // keep the heartbeat happy
+    h.advance(250);
+    h.text(1, "3");
+    h.advance(260);
+    assert!(h.outputs().contains(&Output::AckUnanswered { token: 78 }));
+}
+
+#[test]
+fn binary_events_keep_their_attachments() {
+    let mut h = Harness::new(BehaviourKind::Conformance, RelayMode::All);
+    h.connect(1, "/");
+    h.outputs();
+    h.text(
+        1,
+        r#"452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
+    );
+    h.channel
+        .handle_ws_binary(1, Bytes::from_static(&[1, 2, 3]), h.now);
+    assert!(h.outputs().is_empty(), "waits for the second attachment");
+    h.channel
+        .handle_ws_binary(1, Bytes::from_static(&[4, 5, 6]), h.now);
+    let frames = frames_to(&h.outputs(), 1);
+    assert_eq!(
+        frames[0].as_text(),
+        Some(r#"452-["message-back",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)
+    );
+    assert_eq!(frames[1].bytes().as_ref(), &[1, 2, 3]);
+    assert_eq!(frames[2].bytes().as_ref(), &[4, 5, 6]);
+
+    // Binary relayed to others too.
+    let mut h = Harness::relay(RelayMode::Others);
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.outputs();
+    h.text(1, r#"451-["file",{"_placeholder":true,"num":0}]"#);
+    h.channel.handle_ws_binary(1, Bytes::from_static(b"abc"), h.now);
+    let frames = frames_to(&h.outputs(), 2);
+    assert_eq!(frames.len(), 2);
+    assert_eq!(frames[1].bytes().as_ref(), b"abc");
+}
+
+#[test]
+fn heartbeat_pings_and_times_out() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.connect(1, "/");
+    h.outputs();
+    h.advance(299);
+    assert!(texts(&h.outputs(), 1).is_empty());
+    h.advance(1);
+    assert_eq!(texts(&h.outputs(), 1), vec!["2"]);
+    h.advance(100);
+    h.text(1, "3");
+    h.advance(299);
+    assert!(h.outputs().is_empty());
+    h.advance(1);
+    assert_eq!(texts(&h.outputs(), 1), vec!["2"]);
+    // No pong this time.
+    h.advance(200);
+    let out = h.outputs();
+    assert_eq!(closed(&out, 1), Some(1000));
+    assert_eq!(h.channel.session_count(), 0);
+}
+
+#[test]
+fn connect_timeout_closes_silent_sessions() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.open_ws(1);
+    h.advance(300);
+    h.text(1, "3");
+    h.advance(700);
+    assert_eq!(closed(&h.outputs(), 1), Some(1000));
+    assert_eq!(h.channel.session_count(), 0);
+}
+
+#[test]
+fn polling_session_exchanges_packets() {
+    let mut h = Harness::new(BehaviourKind::Conformance, RelayMode::All);
+    h.channel
+        .handle_polling(10, Method::Get, None, Some("http://a.example"), Bytes::new(), h.now);
+    let out = h.outputs();
+    let handshake = response_to(&out, 10).unwrap();
+    assert_eq!(
+        handshake.header("access-control-allow-origin"),
+        Some("http://a.example")
+    );
+    let text = body(&handshake);
+    let value: Value = serde_json::from_str(&text[1..]).unwrap();
+    assert_eq!(value["upgrades"], json!(["websocket"]));
+    let sid = value["sid"].as_str().unwrap().to_string();
+
+    // A GET with nothing to send is held.
+    h.get(11, &sid);
+    assert!(h.outputs().is_empty());
+    // The POST answers "ok" and the held GET receives the replies.
+    h.post(12, &sid, "40\u{1e}42[\"message\",\"x\"]");
+    let out = h.outputs();
+    assert_eq!(body(&response_to(&out, 12).unwrap()), "ok");
+    // The held GET is answered as soon as there is something to send; the rest waits for the next.
+    assert!(body(&response_to(&out, 11).unwrap()).starts_with("40{\"sid\":"));
+    h.get(13, &sid);
+    let polled = body(&response_to(&h.outputs(), 13).unwrap());
+    let records: Vec<&str> = polled.split('\u{1e}').collect();
+    assert_eq!(records, [r#"42["auth",{}]"#, r#"42["message-back","x"]"#]);
+}
+
+#[test]
+fn polling_errors_follow_the_protocol() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel
+        .handle_polling(1, Method::Post, None, None, Bytes::new(), h.now);
+    assert_eq!(response_to(&h.outputs(), 1).unwrap().status, 400);
+    h.get(2, "unknown");
+    let response = response_to(&h.outputs(), 2).unwrap();
+    assert_eq!(response.status, 400);
+    assert_eq!(body(&response), r#"{"code":1,"message":"Session ID unknown"}"#);
+
+    // Duplicate GET: the second gets 400, the first a close packet, the session ends.
+    h.channel
+        .handle_polling(3, Method::Get, None, None, Bytes::new(), h.now);
+    let text = body(&response_to(&h.outputs(), 3).unwrap());
+    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.get(4, &sid);
+    h.get(5, &sid);
+    let out = h.outputs();
+    assert_eq!(response_to(&out, 5).unwrap().status, 400);
+    assert_eq!(body(&response_to(&out, 4).unwrap()), "1");
+    h.get(6, &sid);
+    assert_eq!(response_to(&h.outputs(), 6).unwrap().status, 400);
+
+    // Oversize POST: 413 and the session ends.
+    h.channel
+        .handle_polling(7, Method::Get, None, None, Bytes::new(), h.now);
+    let text = body(&response_to(&h.outputs(), 7).unwrap());
+    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.post(8, &sid, &format!("4{}", "x".repeat(1000)));
+    assert_eq!(response_to(&h.outputs(), 8).unwrap().status, 413);
+    assert_eq!(h.channel.session_count(), 0);
+}
+
+#[test]
+fn aborted_poll_and_client_close_end_the_session() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel
+        .handle_polling(1, Method::Get, None, None, Bytes::new(), h.now);
+    let text = body(&response_to(&h.outputs(), 1).unwrap());
+    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.get(2, &sid);
+    h.channel.handle_http_aborted(2, h.now);
+    assert_eq!(h.channel.session_count(), 0);
+
+    h.channel
+        .handle_polling(3, Method::Get, None, None, Bytes::new(), h.now);
+    let text = body(&response_to(&h.outputs(), 3).unwrap());
+    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.get(4, &sid);
+    h.post(5, &sid, "1");
+    let out = h.outputs();
+    assert_eq!(body(&response_to(&out, 4).unwrap()), "6");
+    assert_eq!(h.channel.session_count(), 0);
+}
+
+#[test]
+fn upgrade_from_polling_to_websocket() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel
+        .handle_polling(1, Method::Get, None, None, Bytes::new(), h.now);
+    let text = body(&response_to(&h.outputs(), 1).unwrap());
+    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.post(2, &sid, "40");
+    h.get(3, &sid);
+    h.outputs();
+    h.get(4, &sid);
+    h.channel.handle_ws_open(100, Some(&sid), h.now);
+    h.text(100, "2probe");
+    let out = h.outputs();
+    assert_eq!(texts(&out, 100), vec!["3probe"]);
+    assert_eq!(body(&response_to(&out, 4).unwrap()), "6", "held GET ends with a noop");
+    // Events during the upgrade wait for the new transport.
+    h.channel
+        .emit(
+            ServerEmit {
+                namespace: "/".into(),
+                args: json!(["during"]),
+                ..ServerEmit::default()
+            },
+            h.now,
+        )
+        .unwrap();
+    h.text(100, "5");
+    let out = h.outputs();
+    assert_eq!(texts(&out, 100), vec![r#"42["during"]"#]);
+    assert!(out.contains(&Output::SessionChanged { conn: 100 }));
+    // Polling is over for this sid; a second WebSocket is refused.
+    h.get(5, &sid);
+    assert_eq!(response_to(&h.outputs(), 5).unwrap().status, 400);
+    h.channel.handle_ws_open(101, Some(&sid), h.now);
+    assert!(closed(&h.outputs(), 101).is_some());
+    h.text(100, r#"42["hi"]"#);
+    assert_eq!(texts(&h.outputs(), 100), vec![r#"42["hi"]"#]);
+}
+
+#[test]
+fn bad_input_closes_only_the_offender() {
+    let cases: &[&str] = &[
+        "abc",
+        "4abc",
+        "42{}",
+        r#"42abc["x"]"#,
+        r#"42["message","#,
+        r#"42["connect"]"#,
+        "0",
+        "",
+    ];
+    for case in cases {
+        let mut h = Harness::relay(RelayMode::All);
+        h.connect(1, "/");
+        h.connect(2, "/");
+        h.outputs();
+        h.text(1, case);
+        let out = h.outputs();
+        assert!(closed(&out, 1).is_some(), "{case:?} should close the session");
+        // The other client is unaffected.
+        h.text(2, r#"42["still","here"]"#);
+        assert_eq!(texts(&h.outputs(), 2), vec![r#"42["still","here"]"#]);
+    }
+    // Unannounced binary, and oversize messages.
+    let mut h = Harness::relay(RelayMode::All);
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.outputs();
+    h.channel.handle_ws_binary(1, Bytes::from_static(b"\xff\x00"), h.now);
+    assert!(closed(&h.outputs(), 1).is_some());
+    h.text(2, &format!(r#"42["big","{}"]"#, "x".repeat(1000)));
+    assert_eq!(closed(&h.outputs(), 2), Some(1009));
+}
+
+#[test]
+fn engine_echo_returns_every_message() {
+    let mut h = Harness::new(BehaviourKind::EngineEcho, RelayMode::None);
+    h.open_ws(1);
+    h.text(1, "4hello");
+    h.channel.handle_ws_binary(1, Bytes::from_static(&[1, 2]), h.now);
+    let frames = frames_to(&h.outputs(), 1);
+    assert_eq!(frames[0].as_text(), Some("4hello"));
+    assert_eq!(frames[1], WireFrame::binary(Bytes::from_static(&[1, 2])));
+    // No Socket.IO layer, so no connect timeout.
+    h.advance(300);
+    h.text(1, "3");
+    h.advance(900);
+    assert_eq!(h.channel.session_count(), 1);
+}
+
+#[test]
+fn server_emits_are_validated() {
+    let mut h = Harness::relay(RelayMode::All);
+    let emit = |args: Value, namespace: &str| ServerEmit {
+        namespace: namespace.into(),
+        args,
+        ..ServerEmit::default()
+    };
+    assert_eq!(
+        h.channel.emit(emit(json!(["x"]), "/nope"), h.now),
+        Err(EmitError::UnknownNamespace("/nope".into()))
+    );
+    assert_eq!(
+        h.channel.emit(emit(json!([]), "/"), h.now),
+        Err(EmitError::InvalidEvent)
+    );
+    assert_eq!(
+        h.channel.emit(emit(json!({"a": 1}), "/"), h.now),
+        Err(EmitError::InvalidEvent)
+    );
+    assert_eq!(
+        h.channel.emit(emit(json!(["disconnect"]), "/"), h.now),
+        Err(EmitError::ReservedEvent("disconnect".into()))
+    );
+    assert!(matches!(
+        h.channel.emit(
+            emit(json!(["x", {"_placeholder": true, "num": 0}]), "/"),
+            h.now
+        ),
+        Err(EmitError::Attachments(_))
+    ));
+    assert_eq!(h.channel.emit(emit(json!(["x"]), "/"), h.now), Ok(0));
+}
+
+/// Feeds the same inputs to a channel and to its rebuilt copy and checks they answer alike.
+#[test]
+fn a_rebuilt_channel_behaves_the_same() {
+    let mut original = Harness::relay(RelayMode::All);
+    let a = original.connect(1, "/");
+    let b = original.connect(2, "/");
+    let c = original.connect(3, "/");
+    original.connect(3, "/admin");
+    original.text(1, r#"42["switchboard:join","red"]"#);
+    original.text(2, r#"42["switchboard:join","red"]"#);
+    original.text(2, r#"42["switchboard:join","green"]"#);
+    original.text(3, r#"42["switchboard:join","blue"]"#);
+    original
+        .channel
+        .emit_with_ack("/", &a, json!(["q"]), Vec::new(), 9, 60_000, original.now)
+        .unwrap();
+    original.outputs();
+
+    let snapshots: Vec<(ConnId, SessionSnapshot)> = [1, 2, 3]
+        .into_iter()
+        .map(|conn| {
+            let snapshot = original.channel.snapshot(conn).unwrap();
+            // What a Durable Object stores: the serialized form.
+            let stored = serde_json::to_string(&snapshot).unwrap();
+            assert!(stored.len() < 1024, "snapshots stay small: {stored}");
+            (conn, serde_json::from_str(&stored).unwrap())
+        })
+        .collect();
+    let mut rebuilt = Harness {
+        channel: Channel::restore(
+            "test",
+            original.channel.policy().clone(),
+            Box::new(SequenceRandom::new(99)),
+            snapshots,
+            original.now,
+        ),
+        now: original.now,
+    };
+
+    for h in [&mut original, &mut rebuilt] {
+        assert_eq!(h.channel.session_count(), 3);
+        let reached = h
+            .channel
+            .emit(
+                ServerEmit {
+                    namespace: "/".into(),
+                    args: json!(["red alert"]),
+                    rooms: vec!["red".into()],
+                    except: vec![b.clone()],
+                    ..ServerEmit::default()
+                },
+                h.now,
+            )
+            .unwrap();
+        assert_eq!(reached, 1);
+        let out = h.outputs();
+        assert_eq!(texts(&out, 1), vec![r#"42["red alert"]"#]);
+        assert!(texts(&out, 2).is_empty() && texts(&out, 3).is_empty());
+
+        // Namespaces survive: /admin holds only socket 3's second socket.
+        let reached = h
+            .channel
+            .emit(
+                ServerEmit {
+                    namespace: "/admin".into(),
+                    args: json!(["admins"]),
+                    ..ServerEmit::default()
+                },
+                h.now,
+            )
+            .unwrap();
+        assert_eq!(reached, 1);
+        assert_eq!(texts(&h.outputs(), 3), vec![r#"42/admin,["admins"]"#]);
+
+        // The ack in flight is still awaited, and new ack ids do not collide with it.
+        h.text(1, r#"430["yes"]"#);
+        assert!(h.outputs().contains(&Output::AckReceived {
+            token: 9,
+            args: json!(["yes"]),
+            attachments: vec![]
+        }));
+        h.channel
+            .emit_with_ack("/", &a, json!(["q2"]), Vec::new(), 10, 60_000, h.now)
+            .unwrap();
+        assert_eq!(texts(&h.outputs(), 1), vec![r#"421["q2"]"#]);
+
+        // Relay and rooms keep working, and disconnects clean up.
+        h.text(2, r#"42["switchboard:leave","green"]"#);
+        h.text(3, r#"42["hello"]"#);
+        let out = h.outputs();
+        assert_eq!(texts(&out, 1), vec![r#"42["hello"]"#]);
+        h.channel.handle_ws_closed(2, h.now);
+        assert!(h.channel.room_members("/", "red") == vec![a.clone()]);
+        assert_eq!(h.channel.room_members("/", "blue"), vec![c.clone()]);
+        // Heartbeats run after the rebuild.
+        h.advance(300);
+        assert_eq!(texts(&h.outputs(), 1), vec!["2"]);
+    }
+}
+
+#[test]
+fn shutdown_closes_every_transport() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.connect(1, "/");
+    h.channel
+        .handle_polling(2, Method::Get, None, None, Bytes::new(), h.now);
+    let text = body(&response_to(&h.outputs(), 2).unwrap());
+    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.get(3, &sid);
+    h.channel.close_all();
+    let out = h.outputs();
+    assert_eq!(closed(&out, 1), Some(1001));
+    assert_eq!(body(&response_to(&out, 3).unwrap()), "1");
+    assert!(h.channel.is_idle());
+}

@@ -20,9 +20,13 @@ pub enum Packet {
     Open(String),
     Close,
     /// `2`, or `2probe` while upgrading to WebSocket.
-    Ping { probe: bool },
+    Ping {
+        probe: bool,
+    },
     /// `3`, or `3probe` while upgrading to WebSocket.
-    Pong { probe: bool },
+    Pong {
+        probe: bool,
+    },
     /// `4<text>`; the text may be empty.
     Message(String),
     /// A WebSocket binary frame, or a `b<base64>` record in a polling payload.
@@ -190,8 +194,17 @@ mod tests {
 
     #[test]
     fn rejects_unknown_types() {
-        for (text, kind) in [("7", '7'), ("9x", '9'), ("bAQID", 'b'), ("é4", 'é'), (" 4", ' ')] {
-            assert_eq!(Packet::decode_text(text), Err(DecodeError::UnknownType(kind)));
+        for (text, kind) in [
+            ("7", '7'),
+            ("9x", '9'),
+            ("bAQID", 'b'),
+            ("é4", 'é'),
+            (" 4", ' '),
+        ] {
+            assert_eq!(
+                Packet::decode_text(text),
+                Err(DecodeError::UnknownType(kind))
+            );
         }
         assert_eq!(
             DecodeError::UnknownType('9').to_string(),

@@ -133,23 +133,29 @@ mod tests {
         assert_eq!(decode_payload(b"\x1e"), Err(DecodeError::EmptyRecord));
         assert_eq!(decode_payload(b"4a\x1e"), Err(DecodeError::EmptyRecord));
         assert_eq!(decode_payload(b"\x1e4a"), Err(DecodeError::EmptyRecord));
-        assert_eq!(decode_payload(b"4a\x1e\x1e4b"), Err(DecodeError::EmptyRecord));
+        assert_eq!(
+            decode_payload(b"4a\x1e\x1e4b"),
+            Err(DecodeError::EmptyRecord)
+        );
     }
 
     #[test]
     fn rejects_invalid_utf8() {
         assert_eq!(decode_payload(b"4\xff"), Err(DecodeError::InvalidUtf8));
-        assert_eq!(decode_payload(b"4a\x1e4\xc3"), Err(DecodeError::InvalidUtf8));
+        assert_eq!(
+            decode_payload(b"4a\x1e4\xc3"),
+            Err(DecodeError::InvalidUtf8)
+        );
     }
 
     #[test]
     fn rejects_invalid_base64() {
         for body in [
-            &b"bAQIDBA"[..],   // missing padding
-            b"bAQIDBA=",       // wrong padding
-            b"bAQ*DBA==",      // not in the alphabet
-            b"bAQ-DBA==",      // URL-safe alphabet
-            b"4a\x1eb!",       // bad second record
+            &b"bAQIDBA"[..],    // missing padding
+            b"bAQIDBA=",        // wrong padding
+            b"bAQ*DBA==",       // not in the alphabet
+            b"bAQ-DBA==",       // URL-safe alphabet
+            b"4a\x1eb!",        // bad second record
             b"bAQIDBA==\x1eb=", // bad last record
         ] {
             assert_eq!(

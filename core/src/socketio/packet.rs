@@ -551,7 +551,11 @@ fn json_len(value: &Value) -> usize {
             .fold(2 + items.len().saturating_sub(1), usize::saturating_add),
         Value::Object(map) => map
             .iter()
-            .map(|(key, value)| string_len(key).saturating_add(1 + json_len(value)))
+            .map(|(key, value)| {
+                string_len(key)
+                    .saturating_add(json_len(value))
+                    .saturating_add(1)
+            })
             .fold(2 + map.len().saturating_sub(1), usize::saturating_add),
     }
 }
@@ -647,7 +651,10 @@ mod tests {
                 0,
             ),
         );
-        assert_wire(r#"2["foo"]"#, packet(Event, "/", None, Some(json!(["foo"])), 0));
+        assert_wire(
+            r#"2["foo"]"#,
+            packet(Event, "/", None, Some(json!(["foo"])), 0),
+        );
         assert_wire(
             r#"2/admin,["bar"]"#,
             packet(Event, "/admin", None, Some(json!(["bar"])), 0),
@@ -666,7 +673,10 @@ mod tests {
                 2,
             ),
         );
-        assert_wire(r#"212["foo"]"#, packet(Event, "/", Some(12), Some(json!(["foo"])), 0));
+        assert_wire(
+            r#"212["foo"]"#,
+            packet(Event, "/", Some(12), Some(json!(["foo"])), 0),
+        );
         assert_wire(
             r#"3/admin,13["bar"]"#,
             packet(Ack, "/admin", Some(13), Some(json!(["bar"])), 0),
@@ -684,11 +694,23 @@ mod tests {
         // From the protocol's test suite, without the Engine.IO "4".
         assert_wire(
             r#"52-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
-            packet(BinaryEvent, "/", None, Some(json!(["message", p0(), placeholder(1)])), 2),
+            packet(
+                BinaryEvent,
+                "/",
+                None,
+                Some(json!(["message", p0(), placeholder(1)])),
+                2,
+            ),
         );
         assert_wire(
             r#"62-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#,
-            packet(BinaryAck, "/", Some(789), Some(json!([p0(), placeholder(1)])), 2),
+            packet(
+                BinaryAck,
+                "/",
+                Some(789),
+                Some(json!([p0(), placeholder(1)])),
+                2,
+            ),
         );
     }
 
@@ -700,7 +722,10 @@ mod tests {
             panic!("an Engine.IO message");
         };
         let packet = decode(&text);
-        assert_eq!((packet.kind, packet.attachments), (PacketKind::BinaryEvent, 2));
+        assert_eq!(
+            (packet.kind, packet.attachments),
+            (PacketKind::BinaryEvent, 2)
+        );
         assert_eq!(packet.to_frame().as_text(), Some(frame));
 
         // Announcing two attachments but referring to one is refused.
@@ -712,9 +737,18 @@ mod tests {
 
     #[test]
     fn namespace_without_comma_runs_to_the_end() {
-        assert_eq!(decode("0/admin"), packet(PacketKind::Connect, "/admin", None, None, 0));
-        assert_eq!(decode("1/a/b"), packet(PacketKind::Disconnect, "/a/b", None, None, 0));
-        assert_eq!(decode("0/,"), packet(PacketKind::Connect, "/", None, None, 0));
+        assert_eq!(
+            decode("0/admin"),
+            packet(PacketKind::Connect, "/admin", None, None, 0)
+        );
+        assert_eq!(
+            decode("1/a/b"),
+            packet(PacketKind::Disconnect, "/a/b", None, None, 0)
+        );
+        assert_eq!(
+            decode("0/,"),
+            packet(PacketKind::Connect, "/", None, None, 0)
+        );
         assert_eq!(
             decode("0/admin,{\"token\":\"123\"}").data,
             Some(json!({"token": "123"}))
@@ -723,7 +757,10 @@ mod tests {
 
     #[test]
     fn text_not_starting_with_slash_is_not_a_namespace() {
-        assert!(matches!(error(r#"2admin,["a"]"#), SioDecodeError::InvalidJson(_)));
+        assert!(matches!(
+            error(r#"2admin,["a"]"#),
+            SioDecodeError::InvalidJson(_)
+        ));
     }
 
     #[test]
@@ -746,12 +783,25 @@ mod tests {
 
     #[test]
     fn garbage_between_header_and_json_is_invalid() {
-        assert!(matches!(error(r#"2abc["a"]"#), SioDecodeError::InvalidJson(_)));
-        assert!(matches!(error(r#"21abc["a"]"#), SioDecodeError::InvalidJson(_)));
-        assert!(matches!(error(r#"2["a"]x"#), SioDecodeError::InvalidJson(_)));
+        assert!(matches!(
+            error(r#"2abc["a"]"#),
+            SioDecodeError::InvalidJson(_)
+        ));
+        assert!(matches!(
+            error(r#"21abc["a"]"#),
+            SioDecodeError::InvalidJson(_)
+        ));
+        assert!(matches!(
+            error(r#"2["a"]x"#),
+            SioDecodeError::InvalidJson(_)
+        ));
         assert!(matches!(error(r#"2["a""#), SioDecodeError::InvalidJson(_)));
         assert!(matches!(error("2 "), SioDecodeError::InvalidJson(_)));
-        assert!(error("2[").to_string().starts_with("payload is not valid JSON: "));
+        assert!(
+            error("2[")
+                .to_string()
+                .starts_with("payload is not valid JSON: ")
+        );
     }
 
     #[test]
@@ -825,7 +875,10 @@ mod tests {
             error(r#"31-["a"]"#),
             SioDecodeError::UnexpectedAttachments(PacketKind::Ack)
         );
-        assert!(matches!(error(r#"2-["a"]"#), SioDecodeError::InvalidJson(_)));
+        assert!(matches!(
+            error(r#"2-["a"]"#),
+            SioDecodeError::InvalidJson(_)
+        ));
     }
 
     #[test]
@@ -870,7 +923,10 @@ mod tests {
         assert_eq!(decode("0{}").data, Some(json!({})));
         assert_eq!(decode(r#"4"nope""#).data, Some(json!("nope")));
         assert_eq!(decode("3/a,1[]").data, Some(json!([])));
-        assert_eq!(decode(r#"2["a",1,{"b":[null]}]"#).data, Some(json!(["a", 1, {"b": [null]}])));
+        assert_eq!(
+            decode(r#"2["a",1,{"b":[null]}]"#).data,
+            Some(json!(["a", 1, {"b": [null]}]))
+        );
         assert_eq!(decode(r#"2["connected"]"#).event_name(), Some("connected"));
     }
 
@@ -882,7 +938,9 @@ mod tests {
                 SioDecodeError::ReservedEvent(name.into())
             );
             assert_eq!(
-                error(&format!("51-[\"{name}\",{{\"_placeholder\":true,\"num\":0}}]")),
+                error(&format!(
+                    "51-[\"{name}\",{{\"_placeholder\":true,\"num\":0}}]"
+                )),
                 SioDecodeError::ReservedEvent(name.into())
             );
         }
@@ -897,13 +955,19 @@ mod tests {
         use PacketKind::*;
         assert_eq!(error("01{}"), SioDecodeError::UnexpectedAckId(Connect));
         assert_eq!(error("11"), SioDecodeError::UnexpectedAckId(Disconnect));
-        assert_eq!(error(r#"41"x""#), SioDecodeError::UnexpectedAckId(ConnectError));
+        assert_eq!(
+            error(r#"41"x""#),
+            SioDecodeError::UnexpectedAckId(ConnectError)
+        );
         assert_eq!(error("3[]"), SioDecodeError::MissingAckId(Ack));
         assert_eq!(
             error(r#"61-[{"_placeholder":true,"num":0}]"#),
             SioDecodeError::MissingAckId(BinaryAck)
         );
-        assert_eq!(decode(r#"51-9["a",{"_placeholder":true,"num":0}]"#).id, Some(9));
+        assert_eq!(
+            decode(r#"51-9["a",{"_placeholder":true,"num":0}]"#).id,
+            Some(9)
+        );
     }
 
     #[test]
@@ -913,19 +977,34 @@ mod tests {
             (r#"51-["a"]"#, MissingPlaceholder(0)),
             (
                 r#"51-["a",{"_placeholder":true,"num":1}]"#,
-                PlaceholderOutOfRange { num: 1, attachments: 1 },
+                PlaceholderOutOfRange {
+                    num: 1,
+                    attachments: 1,
+                },
             ),
             (
                 r#"52-["a",{"_placeholder":true,"num":0},{"_placeholder":true,"num":0}]"#,
                 DuplicatePlaceholder(0),
             ),
             (r#"51-["a",{"_placeholder":true}]"#, InvalidPlaceholder),
-            (r#"51-["a",{"_placeholder":true,"num":-1}]"#, InvalidPlaceholder),
-            (r#"51-["a",{"_placeholder":true,"num":0.5}]"#, InvalidPlaceholder),
-            (r#"51-["a",{"_placeholder":true,"num":"0"}]"#, InvalidPlaceholder),
+            (
+                r#"51-["a",{"_placeholder":true,"num":-1}]"#,
+                InvalidPlaceholder,
+            ),
+            (
+                r#"51-["a",{"_placeholder":true,"num":0.5}]"#,
+                InvalidPlaceholder,
+            ),
+            (
+                r#"51-["a",{"_placeholder":true,"num":"0"}]"#,
+                InvalidPlaceholder,
+            ),
             (
                 r#"50-["a",{"_placeholder":true,"num":0}]"#,
-                PlaceholderOutOfRange { num: 0, attachments: 0 },
+                PlaceholderOutOfRange {
+                    num: 0,
+                    attachments: 0,
+                },
             ),
         ];
         for (text, expected) in cases {
@@ -935,7 +1014,8 @@ mod tests {
 
     #[test]
     fn placeholders_may_be_nested_anywhere() {
-        let text = r#"52-["a",{"x":[{"_placeholder":true,"num":1}]},[[{"_placeholder":true,"num":0}]]]"#;
+        let text =
+            r#"52-["a",{"x":[{"_placeholder":true,"num":1}]},[[{"_placeholder":true,"num":0}]]]"#;
         assert_eq!(decode(text).attachments, 2);
         // Objects that merely look similar are data.
         let plain = r#"51-["a",{"_placeholder":false,"num":7},{"_placeholder":true,"num":0}]"#;
@@ -973,10 +1053,7 @@ mod tests {
 
     #[test]
     fn constructors_encode_as_expected() {
-        assert_eq!(
-            Packet::connect_ok("/", "abc").encode(),
-            r#"0{"sid":"abc"}"#
-        );
+        assert_eq!(Packet::connect_ok("/", "abc").encode(), r#"0{"sid":"abc"}"#);
         assert_eq!(
             Packet::connect_ok("/admin", "abc").encode(),
             r#"0/admin,{"sid":"abc"}"#
@@ -1074,7 +1151,14 @@ mod tests {
 
     #[test]
     fn encoded_len_bounds_floats() {
-        for float in [0.1, -2.2250738585072014e-308, f64::MAX, f64::MIN_POSITIVE, -0.0, 1e21] {
+        for float in [
+            0.1,
+            -2.2250738585072014e-308,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            -0.0,
+            1e21,
+        ] {
             let value = json!(float);
             assert!(json_len(&value) >= value.to_string().len(), "{value}");
         }
@@ -1111,7 +1195,8 @@ mod tests {
 
     #[test]
     fn partial_binary_packet_collects_in_order() {
-        let header = decode(r#"52-["up",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#);
+        let header =
+            decode(r#"52-["up",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#);
         let mut partial = PartialBinaryPacket::new(header.clone());
         assert_eq!(partial.packet(), &header);
         assert_eq!(partial.push(Bytes::from_static(b"one")), Ok(None));
@@ -1154,7 +1239,8 @@ mod tests {
 
     #[test]
     fn partial_binary_packet_serializes() {
-        let header = decode(r#"52-["up",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#);
+        let header =
+            decode(r#"52-["up",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#);
         let mut partial = PartialBinaryPacket::new(header.clone());
         assert_eq!(partial.push(Bytes::from_static(&[1, 2, 255])), Ok(None));
 

@@ -1,0 +1,182 @@
+//! Property tests of the channel state machine: any sequence of host inputs, valid or hostile, never
+//! panics, and the outputs keep the promises hosts rely on.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use serde_json::json;
+use switchboard_core::channel::{Channel, ConnId, Output, ServerEmit};
+use switchboard_core::config::{BehaviourKind, ChannelPolicy, RelayMode};
+use switchboard_core::http::Method;
+use switchboard_core::testing::SequenceRandom;
+
+#[derive(Debug, Clone)]
+enum Input {
+    WsOpen { conn: u8, upgrade_of: Option<u8> },
+    WsText { conn: u8, text: String },
+    WsBinary { conn: u8, bytes: Vec<u8> },
+    WsClosed { conn: u8 },
+    Get { session: Option<u8> },
+    Post { session: u8, body: String },
+    Abort { request: u8 },
+    Advance { ms: u16 },
+    Emit { room: Option<String> },
+}
+
+/// Texts that exercise real paths more often than random strings would.
+fn packet_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("40".to_string()),
+        Just("40/admin,".to_string()),
+        Just("41".to_string()),
+        Just("3".to_string()),
+        Just("2probe".to_string()),
+        Just("5".to_string()),
+        Just("1".to_string()),
+        Just(r#"42["ev",1]"#.to_string()),
+        Just(r#"421["ev",{"a":[1]}]"#.to_string()),
+        Just(r#"42["switchboard:join","r"]"#.to_string()),
+        Just(r#"42["switchboard:leave","r"]"#.to_string()),
+        Just(r#"451-["bin",{"_placeholder":true,"num":0}]"#.to_string()),
+        Just("430[]".to_string()),
+        "[0-6][0-9a-z\\[\\]{}\",/-]{0,12}",
+        any::<String>(),
+    ]
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        (0u8..6, proptest::option::of(0u8..4))
+            .prop_map(|(conn, upgrade_of)| Input::WsOpen { conn, upgrade_of }),
+        (0u8..6, packet_text()).prop_map(|(conn, text)| Input::WsText { conn, text }),
+        (0u8..6, proptest::collection::vec(any::<u8>(), 0..8))
+            .prop_map(|(conn, bytes)| Input::WsBinary { conn, bytes }),
+        (0u8..6).prop_map(|conn| Input::WsClosed { conn }),
+        proptest::option::of(0u8..4).prop_map(|session| Input::Get { session }),
+        (0u8..4, packet_text()).prop_map(|(session, body)| Input::Post { session, body }),
+        (0u8..16).prop_map(|request| Input::Abort { request }),
+        (0u16..700).prop_map(|ms| Input::Advance { ms }),
+        proptest::option::of(Just("r".to_string())).prop_map(|room| Input::Emit { room }),
+    ]
+}
+
+fn policy() -> Arc<ChannelPolicy> {
+    Arc::new(ChannelPolicy {
+        behaviour: BehaviourKind::Relay,
+        relay: RelayMode::All,
+        namespaces: vec!["/".into(), "/admin".into()],
+        client_rooms: true,
+        ping_interval_ms: 300,
+        ping_timeout_ms: 200,
+        connect_timeout_ms: 1000,
+        max_payload: 64,
+        allowed_origins: vec!["*".into()],
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_input_sequence_is_handled_without_panics(inputs in proptest::collection::vec(input(), 1..60)) {
+        let mut channel = Channel::new("p", policy(), Box::new(SequenceRandom::new(1)));
+        let mut now = 0u64;
+        let mut next_request: ConnId = 1_000;
+        // Sids handed out by polling handshakes, so later inputs can name real sessions.
+        let mut sids: Vec<String> = Vec::new();
+        // WebSocket conns the host considers open.
+        let mut open: HashSet<ConnId> = HashSet::new();
+        let mut answered: HashSet<ConnId> = HashSet::new();
+        let mut requests: HashMap<u8, ConnId> = HashMap::new();
+
+        for input in inputs {
+            match input {
+                Input::WsOpen { conn, upgrade_of } => {
+                    let conn = ConnId::from(conn);
+                    if open.contains(&conn) {
+                        continue; // hosts never reuse a live conn id
+                    }
+                    open.insert(conn);
+                    let sid = upgrade_of.and_then(|i| sids.get(usize::from(i)).cloned());
+                    channel.handle_ws_open(conn, sid.as_deref(), now);
+                }
+                Input::WsText { conn, text } => {
+                    if open.contains(&ConnId::from(conn)) {
+                        channel.handle_ws_text(ConnId::from(conn), &text, now);
+                    }
+                }
+                Input::WsBinary { conn, bytes } => {
+                    if open.contains(&ConnId::from(conn)) {
+                        channel.handle_ws_binary(ConnId::from(conn), Bytes::from(bytes), now);
+                    }
+                }
+                Input::WsClosed { conn } => {
+                    if open.remove(&ConnId::from(conn)) {
+                        channel.handle_ws_closed(ConnId::from(conn), now);
+                    }
+                }
+                Input::Get { session } => {
+                    next_request += 1;
+                    requests.insert((next_request % 16) as u8, next_request);
+                    let sid = session.and_then(|i| sids.get(usize::from(i)).cloned());
+                    channel.handle_polling(next_request, Method::Get, sid.as_deref(), None, Bytes::new(), now);
+                }
+                Input::Post { session, body } => {
+                    next_request += 1;
+                    let sid = sids.get(usize::from(session)).cloned();
+                    channel.handle_polling(next_request, Method::Post, sid.as_deref(), None, Bytes::from(body), now);
+                }
+                Input::Abort { request } => {
+                    if let Some(request) = requests.remove(&request) && !answered.contains(&request) {
+                        channel.handle_http_aborted(request, now);
+                    }
+                }
+                Input::Advance { ms } => {
+                    now += u64::from(ms);
+                    channel.handle_timeout(now);
+                }
+                Input::Emit { room } => {
+                    let emit = ServerEmit {
+                        namespace: "/".into(),
+                        args: json!(["server", 1]),
+                        rooms: room.into_iter().collect(),
+                        ..ServerEmit::default()
+                    };
+                    prop_assert!(channel.emit(emit, now).is_ok());
+                }
+            }
+            while let Some(output) = channel.poll_output() {
+                match output {
+                    Output::Transmit { conn, frames } => {
+                        prop_assert!(open.contains(&conn), "transmit to a closed conn {conn}");
+                        prop_assert!(!frames.is_empty());
+                    }
+                    Output::CloseWebSocket { conn, .. } => {
+                        prop_assert!(open.remove(&conn), "close of a conn that is not open {conn}");
+                    }
+                    Output::Respond { request, response } => {
+                        prop_assert!(answered.insert(request), "request {request} answered twice");
+                        if response.status == 200
+                            && response.body.first() == Some(&b'0')
+                            && let Ok(handshake) = serde_json::from_slice::<serde_json::Value>(&response.body[1..])
+                            && let Some(sid) = handshake["sid"].as_str()
+                        {
+                            sids.push(sid.to_string());
+                        }
+                    }
+                    Output::SessionChanged { conn } => {
+                        prop_assert!(open.contains(&conn));
+                        prop_assert!(channel.snapshot(conn).is_some());
+                    }
+                    Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
+                }
+            }
+            // Sockets never outnumber what the sessions could hold (two namespaces each).
+            prop_assert!(channel.socket_count("/") <= channel.session_count());
+            prop_assert!(channel.socket_count("/admin") <= channel.session_count());
+        }
+    }
+}
