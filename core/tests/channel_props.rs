@@ -23,6 +23,7 @@ enum Input {
     Post { session: u8, body: String },
     Abort { request: u8 },
     Advance { ms: u16 },
+    PongSeen { conn: u8, ago: u8 },
     Emit { room: Option<String> },
 }
 
@@ -59,6 +60,7 @@ fn input() -> impl Strategy<Value = Input> {
         (0u8..4, packet_text()).prop_map(|(session, body)| Input::Post { session, body }),
         (0u8..16).prop_map(|request| Input::Abort { request }),
         (0u16..700).prop_map(|ms| Input::Advance { ms }),
+        (0u8..6, any::<u8>()).prop_map(|(conn, ago)| Input::PongSeen { conn, ago }),
         proptest::option::of(Just("r".to_string())).prop_map(|room| Input::Emit { room }),
     ]
 }
@@ -81,8 +83,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_input_sequence_is_handled_without_panics(inputs in proptest::collection::vec(input(), 1..60)) {
+    fn any_input_sequence_is_handled_without_panics(
+        inputs in proptest::collection::vec(input(), 1..60),
+        batched in any::<bool>(),
+    ) {
         let mut channel = Channel::new("p", policy(), Box::new(SequenceRandom::new(1)));
+        if batched {
+            channel = channel.with_batched_heartbeats();
+        }
         let mut now = 0u64;
         let mut next_request: ConnId = 1_000;
         // Sids handed out by polling handshakes, so later inputs can name real sessions.
@@ -137,6 +145,11 @@ proptest! {
                 Input::Advance { ms } => {
                     now += u64::from(ms);
                     channel.handle_timeout(now);
+                }
+                Input::PongSeen { conn, ago } => {
+                    if open.contains(&ConnId::from(conn)) {
+                        channel.handle_pong_seen(ConnId::from(conn), now.saturating_sub(u64::from(ago)));
+                    }
                 }
                 Input::Emit { room } => {
                     let emit = ServerEmit {

@@ -202,7 +202,14 @@ pub struct Channel {
     timers: BinaryHeap<Reverse<(u64, String)>>,
     outputs: VecDeque<Output>,
     ping: Frames,
+    /// When set, WebSocket sessions are pinged together in rounds (see
+    /// [`Channel::with_batched_heartbeats`]); this is the next round.
+    ping_round: Option<u64>,
+    batched_heartbeats: bool,
 }
+
+/// Timer key of the channel-wide ping round; sids are never empty.
+const PING_ROUND_KEY: &str = "";
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,7 +250,20 @@ impl Channel {
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
             ping: Arc::from(vec![engineio::Packet::Ping { probe: false }.to_frame()]),
+            ping_round: None,
+            batched_heartbeats: false,
         }
+    }
+
+    /// Pings all WebSocket sessions together, once per ping interval, instead of each on its own
+    /// schedule. A host that pays for every wake-up (a Durable Object) then wakes once per interval
+    /// whatever the number of sockets. A session that has not answered the previous round's ping by
+    /// the next round is closed, so a dead socket is found within two intervals. Pongs may be
+    /// reported without a message, from a timestamp the host observed ([`Channel::handle_pong_seen`]).
+    /// Polling sessions keep their own precise timers (they keep the host awake anyway).
+    pub fn with_batched_heartbeats(mut self) -> Channel {
+        self.batched_heartbeats = true;
+        self
     }
 
     /// Rebuilds a channel from the snapshots of its WebSocket sessions, as stored by a host that was
@@ -256,23 +276,31 @@ impl Channel {
         now: u64,
     ) -> Channel {
         let mut channel = Channel::new(name, policy, random);
+        channel.restore_sessions(sessions, now);
+        channel
+    }
+
+    /// Adds sessions from their snapshots to this channel (see [`Channel::restore`]).
+    pub fn restore_sessions(
+        &mut self,
+        sessions: impl IntoIterator<Item = (ConnId, SessionSnapshot)>,
+        now: u64,
+    ) {
         for (conn, snapshot) in sessions {
-            if channel.sessions.contains_key(&snapshot.sid) {
+            if self.sessions.contains_key(&snapshot.sid) || self.websockets.contains_key(&conn) {
                 // Two sockets claiming one session: keep the first, drop the impostor.
-                channel.push_close(conn, CloseReason::ProtocolError);
+                self.push_close(conn, CloseReason::ProtocolError);
                 continue;
             }
-            let mut session = Session::new(snapshot.sid.clone(), Transport::WebSocket { conn });
-            session.next_ping_at = Some(now + channel.policy.ping_interval_ms);
+            let sid = snapshot.sid.clone();
+            let mut session = Session::new(sid.clone(), Transport::WebSocket { conn });
             if snapshot.awaiting_connect {
-                session.connect_deadline = Some(now + channel.policy.connect_timeout_ms);
+                session.connect_deadline = Some(now + self.policy.connect_timeout_ms);
             }
             session.partial = snapshot.partial;
             for socket in snapshot.sockets {
-                let namespace = channel.namespaces.entry(socket.namespace.clone()).or_default();
-                namespace
-                    .sockets
-                    .insert(socket.id.clone(), snapshot.sid.clone());
+                let namespace = self.namespaces.entry(socket.namespace.clone()).or_default();
+                namespace.sockets.insert(socket.id.clone(), sid.clone());
                 for room in &socket.rooms {
                     namespace
                         .rooms
@@ -284,11 +312,10 @@ impl Channel {
                     .sockets
                     .insert(socket.namespace.clone(), SocketState::from_snapshot(socket));
             }
-            channel.websockets.insert(conn, snapshot.sid.clone());
-            channel.sessions.insert(snapshot.sid.clone(), session);
-            channel.schedule(&snapshot.sid);
+            self.websockets.insert(conn, sid.clone());
+            self.sessions.insert(sid.clone(), session);
+            self.start_heartbeat(&sid, now);
         }
-        channel
     }
 
     pub fn name(&self) -> &str {
@@ -350,8 +377,24 @@ impl Channel {
     }
 
     /// When the host must call [`Channel::handle_timeout`] next.
-    pub fn poll_timeout(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse((deadline, _))| *deadline)
+    pub fn poll_timeout(&mut self) -> Option<u64> {
+        // Drop entries left behind by moved deadlines, so the host is not woken for nothing.
+        while let Some(Reverse((deadline, key))) = self.timers.peek() {
+            if self.timer_is_current(*deadline, key) {
+                return Some(*deadline);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    fn timer_is_current(&self, deadline: u64, key: &str) -> bool {
+        if key == PING_ROUND_KEY {
+            return self.ping_round == Some(deadline);
+        }
+        self.sessions
+            .get(key)
+            .is_some_and(|session| session.next_deadline() == Some(deadline))
     }
 
     /// Runs every timer due at `now`: pings, ping/connect/upgrade timeouts and ack timeouts.
@@ -360,17 +403,89 @@ impl Channel {
             if *deadline > now {
                 break;
             }
-            let Some(Reverse((deadline, sid))) = self.timers.pop() else {
+            let Some(Reverse((deadline, key))) = self.timers.pop() else {
                 break;
             };
-            let Some(session) = self.sessions.get(&sid) else {
-                continue;
-            };
-            // Skip entries left behind when the session's deadline moved.
-            if session.next_deadline() != Some(deadline) {
+            // Skip entries left behind when a deadline moved.
+            if !self.timer_is_current(deadline, &key) {
                 continue;
             }
-            self.run_session_timers(&sid, now);
+            if key == PING_ROUND_KEY {
+                self.run_ping_round(now);
+            } else {
+                self.run_session_timers(&key, now);
+            }
+        }
+    }
+
+    /// One heartbeat round over every WebSocket session (batched heartbeats only).
+    fn run_ping_round(&mut self, now: u64) {
+        self.ping_round = None;
+        let websocket_sids: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|session| matches!(session.transport, Transport::WebSocket { .. }))
+            .map(|session| session.sid.clone())
+            .collect();
+        let ping = self.ping.clone();
+        for sid in &websocket_sids {
+            let Some(session) = self.sessions.get_mut(sid) else {
+                continue;
+            };
+            if session.awaiting_pong_since.is_some() {
+                self.close_session(sid, CloseReason::PingTimeout);
+                continue;
+            }
+            session.awaiting_pong_since = Some(now);
+            self.deliver(sid, &ping);
+        }
+        self.schedule_ping_round(now);
+    }
+
+    /// Schedules the next round if any WebSocket session needs it.
+    fn schedule_ping_round(&mut self, now: u64) {
+        if self.ping_round.is_some() {
+            return;
+        }
+        let any_websocket = self
+            .sessions
+            .values()
+            .any(|session| matches!(session.transport, Transport::WebSocket { .. }));
+        if any_websocket {
+            let at = now + self.policy.ping_interval_ms;
+            self.ping_round = Some(at);
+            self.timers.push(Reverse((at, PING_ROUND_KEY.to_string())));
+        }
+    }
+
+    /// Puts a session on its heartbeat schedule: its own timer, or the channel's rounds for a
+    /// WebSocket session under batched heartbeats.
+    fn start_heartbeat(&mut self, sid: &str, now: u64) {
+        let batched = self.batched_heartbeats;
+        let Some(session) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if batched && matches!(session.transport, Transport::WebSocket { .. }) {
+            session.next_ping_at = None;
+            session.pong_deadline = None;
+            session.awaiting_pong_since = None;
+            self.schedule_ping_round(now);
+        } else {
+            session.next_ping_at = Some(now + self.policy.ping_interval_ms);
+        }
+        self.schedule(sid);
+    }
+
+    /// The host saw WebSocket `conn` answer a ping at `at` without the message reaching the channel
+    /// (a Durable Object's WebSocket auto-response).
+    pub fn handle_pong_seen(&mut self, conn: ConnId, at: u64) {
+        let Some(sid) = self.websockets.get(&conn) else {
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(sid)
+            && session.awaiting_pong_since.is_some_and(|since| at >= since)
+        {
+            session.awaiting_pong_since = None;
         }
     }
 
@@ -711,7 +826,7 @@ impl Channel {
                     // A waiting GET ends with a noop so the client can pause polling.
                     self.flush_polling(sid);
                 }
-                P::Upgrade => self.complete_upgrade(sid, probe),
+                P::Upgrade => self.complete_upgrade(sid, probe, now),
                 _ => self.close_on(sid, via, CloseReason::ProtocolError),
             }
             return;
@@ -719,8 +834,10 @@ impl Channel {
         match packet {
             P::Pong { probe: false } => {
                 if let Some(session) = self.sessions.get_mut(sid) {
-                    session.pong_deadline = None;
-                    session.next_ping_at = Some(now + self.policy.ping_interval_ms);
+                    if session.awaiting_pong_since.take().is_none() {
+                        session.pong_deadline = None;
+                        session.next_ping_at = Some(now + self.policy.ping_interval_ms);
+                    }
                 }
                 self.schedule(sid);
             }
@@ -748,7 +865,7 @@ impl Channel {
         }
     }
 
-    fn complete_upgrade(&mut self, sid: &str, probe: ConnId) {
+    fn complete_upgrade(&mut self, sid: &str, probe: ConnId, now: u64) {
         let Some(session) = self.sessions.get_mut(sid) else {
             return;
         };
@@ -779,7 +896,11 @@ impl Channel {
             });
         }
         self.outputs.push_back(Output::SessionChanged { conn: probe });
-        self.schedule(sid);
+        if self.batched_heartbeats {
+            self.start_heartbeat(sid, now);
+        } else {
+            self.schedule(sid);
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -1222,12 +1343,11 @@ impl Channel {
     fn new_session(&mut self, transport: Transport, now: u64) -> String {
         let sid = self.new_id(|channel, id| channel.sessions.contains_key(id));
         let mut session = Session::new(sid.clone(), transport);
-        session.next_ping_at = Some(now + self.policy.ping_interval_ms);
         if self.behaviour.engine_layer() == EngineLayer::SocketIo {
             session.connect_deadline = Some(now + self.policy.connect_timeout_ms);
         }
         self.sessions.insert(sid.clone(), session);
-        self.schedule(&sid);
+        self.start_heartbeat(&sid, now);
         sid
     }
 

@@ -76,6 +76,8 @@ pub(super) struct Session {
     pub poll_queue: Vec<Frames>,
     pub next_ping_at: Option<u64>,
     pub pong_deadline: Option<u64>,
+    /// Under batched heartbeats: when the unanswered ping of the current round was sent.
+    pub awaiting_pong_since: Option<u64>,
     /// Set until the client connects to a first namespace.
     pub connect_deadline: Option<u64>,
     /// Namespace → socket.
@@ -92,6 +94,7 @@ impl Session {
             poll_queue: Vec::new(),
             next_ping_at: None,
             pong_deadline: None,
+            awaiting_pong_since: None,
             connect_deadline: None,
             sockets: BTreeMap::new(),
             partial: None,

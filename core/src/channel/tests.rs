@@ -743,3 +743,91 @@ fn shutdown_closes_every_transport() {
     assert_eq!(body(&response_to(&out, 3).unwrap()), "1");
     assert!(h.channel.is_idle());
 }
+
+#[test]
+fn batched_heartbeats_wake_once_per_interval_for_all_websockets() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel = Channel::new(
+        "test",
+        policy(BehaviourKind::Relay, RelayMode::All),
+        Box::new(SequenceRandom::new(3)),
+    )
+    .with_batched_heartbeats();
+    // Sockets arrive at different times.
+    for conn in 1..=20 {
+        h.connect(conn, "/");
+        h.now += 7;
+    }
+    h.outputs();
+    let mut wakeups = 0;
+    let end = h.now + 5 * 300;
+    while let Some(deadline) = h.channel.poll_timeout() {
+        if deadline > end {
+            break;
+        }
+        h.now = deadline;
+        h.channel.handle_timeout(h.now);
+        wakeups += 1;
+        let out = h.outputs();
+        // Every round pings every socket at once; pongs are observed, never sent as messages.
+        assert_eq!(texts(&out, 1), vec!["2"]);
+        assert_eq!(
+            out.iter().filter(|o| matches!(o, Output::Transmit { .. })).count(),
+            20
+        );
+        for conn in 1..=20 {
+            h.channel.handle_pong_seen(conn, h.now + 3);
+        }
+    }
+    assert_eq!(wakeups, 5, "one wake-up per ping interval, whatever the socket count");
+    assert_eq!(h.channel.session_count(), 20);
+
+    // A socket that stops answering is closed at the next round; the others stay.
+    h.now += 300;
+    h.channel.handle_timeout(h.now);
+    h.outputs();
+    for conn in 2..=20 {
+        h.channel.handle_pong_seen(conn, h.now + 1);
+    }
+    // A pong timestamp older than the ping does not count.
+    h.channel.handle_pong_seen(1, h.now - 1);
+    h.now += 300;
+    h.channel.handle_timeout(h.now);
+    let out = h.outputs();
+    assert!(closed(&out, 1).is_some());
+    assert_eq!(h.channel.session_count(), 19);
+    // A real pong message counts too.
+    h.text(2, "3");
+    for conn in 3..=20 {
+        h.channel.handle_pong_seen(conn, h.now + 1);
+    }
+    h.now += 300;
+    h.channel.handle_timeout(h.now);
+    assert_eq!(h.channel.session_count(), 19);
+}
+
+#[test]
+fn batched_heartbeats_keep_polling_sessions_precise() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel = Channel::new(
+        "test",
+        policy(BehaviourKind::Relay, RelayMode::All),
+        Box::new(SequenceRandom::new(3)),
+    )
+    .with_batched_heartbeats();
+    h.channel
+        .handle_polling(1, Method::Get, None, None, Bytes::new(), h.now);
+    let text = body(&response_to(&h.outputs(), 1).unwrap());
+    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.post(2, &sid, "40");
+    h.get(3, &sid);
+    h.outputs();
+    h.get(4, &sid);
+    h.advance(300);
+    assert_eq!(body(&response_to(&h.outputs(), 4).unwrap()), "2");
+    h.advance(200);
+    assert_eq!(h.channel.session_count(), 0, "ping timeout is exact for polling");
+}
