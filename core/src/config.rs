@@ -188,10 +188,16 @@ impl Config {
     /// secrets and bindings too.
     pub fn from_vars(vars: &Map<String, Value>) -> Result<Config, ConfigError> {
         let defaults = Defaults {
-            ping_interval_ms: optional_whole_number(vars.get(keys::PING_INTERVAL), keys::PING_INTERVAL)?
-                .unwrap_or(Defaults::default().ping_interval_ms),
-            ping_timeout_ms: optional_whole_number(vars.get(keys::PING_TIMEOUT), keys::PING_TIMEOUT)?
-                .unwrap_or(Defaults::default().ping_timeout_ms),
+            ping_interval_ms: optional_whole_number(
+                vars.get(keys::PING_INTERVAL),
+                keys::PING_INTERVAL,
+            )?
+            .unwrap_or(Defaults::default().ping_interval_ms),
+            ping_timeout_ms: optional_whole_number(
+                vars.get(keys::PING_TIMEOUT),
+                keys::PING_TIMEOUT,
+            )?
+            .unwrap_or(Defaults::default().ping_timeout_ms),
             connect_timeout_ms: optional_whole_number(
                 vars.get(keys::CONNECT_TIMEOUT),
                 keys::CONNECT_TIMEOUT,
@@ -339,8 +345,11 @@ fn resolve_policy(
         }
     }
     let engine = Defaults {
-        ping_interval_ms: optional_whole_number(spec.ping_interval.as_ref(), &field("ping_interval"))?
-            .unwrap_or(defaults.ping_interval_ms),
+        ping_interval_ms: optional_whole_number(
+            spec.ping_interval.as_ref(),
+            &field("ping_interval"),
+        )?
+        .unwrap_or(defaults.ping_interval_ms),
         ping_timeout_ms: optional_whole_number(spec.ping_timeout.as_ref(), &field("ping_timeout"))?
             .unwrap_or(defaults.ping_timeout_ms),
         connect_timeout_ms: optional_whole_number(
@@ -376,7 +385,11 @@ fn validate_engine_numbers(values: &Defaults, prefix: &str) -> Result<(), Config
     let checks = [
         ("PING_INTERVAL", "ping_interval", values.ping_interval_ms),
         ("PING_TIMEOUT", "ping_timeout", values.ping_timeout_ms),
-        ("CONNECT_TIMEOUT", "connect_timeout", values.connect_timeout_ms),
+        (
+            "CONNECT_TIMEOUT",
+            "connect_timeout",
+            values.connect_timeout_ms,
+        ),
         ("MAX_PAYLOAD", "max_payload", values.max_payload),
     ];
     for (global, local, value) in checks {
@@ -615,8 +628,10 @@ mod tests {
         .unwrap_err();
         assert!(err.problem.contains("relya"), "{}", err.problem);
 
-        let err = Config::from_vars(&vars(json!({ "PING_INTERVAL": "soon", "CHANNELS": {"/": {}} })))
-            .unwrap_err();
+        let err = Config::from_vars(&vars(
+            json!({ "PING_INTERVAL": "soon", "CHANNELS": {"/": {}} }),
+        ))
+        .unwrap_err();
         assert_eq!(err.key, "PING_INTERVAL");
 
         let err = Config::from_vars(&vars(json!({ "CHANNELS": { "a//b": {} } }))).unwrap_err();

@@ -266,8 +266,14 @@ mod tests {
     fn routes_channels_by_path() {
         assert_eq!(route("/socket.io/"), Route::Channel(String::new()));
         assert_eq!(route("/socket.io"), Route::Channel(String::new()));
-        assert_eq!(route("/socket.io/chats/42/"), Route::Channel("chats/42".into()));
-        assert_eq!(route("/socket.io/chats/42"), Route::Channel("chats/42".into()));
+        assert_eq!(
+            route("/socket.io/chats/42/"),
+            Route::Channel("chats/42".into())
+        );
+        assert_eq!(
+            route("/socket.io/chats/42"),
+            Route::Channel("chats/42".into())
+        );
         assert_eq!(route("/engine.io/"), Route::EngineEcho);
         assert_eq!(route("/socket.iox/"), Route::NotFound);
         assert_eq!(route("/other"), Route::NotFound);
@@ -313,7 +319,10 @@ mod tests {
             parse_engine_query(Some("EIO=4&transport=polling&sid=a%20b")),
             Err(EngineError::UnknownSid)
         );
-        assert_eq!(parse_engine_query(None), Err(EngineError::UnsupportedProtocolVersion));
+        assert_eq!(
+            parse_engine_query(None),
+            Err(EngineError::UnsupportedProtocolVersion)
+        );
     }
 
     #[test]

@@ -118,25 +118,39 @@ fn sio_packet(floats: bool) -> impl Strategy<Value = socketio::Packet> {
     let slots = || prop::collection::vec((any::<Index>(), any::<u8>()), 0..4);
     let connect_error = prop_oneof![any::<String>().prop_map(Value::from), json_object(floats)];
     prop_oneof![
-        (namespace(), prop::option::of(json_object(floats)))
-            .prop_map(|(ns, data)| sio(PacketKind::Connect, ns, data)),
+        (namespace(), prop::option::of(json_object(floats))).prop_map(|(ns, data)| sio(
+            PacketKind::Connect,
+            ns,
+            data
+        )),
         namespace().prop_map(|ns| sio(PacketKind::Disconnect, ns, None)),
-        (namespace(), connect_error)
-            .prop_map(|(ns, data)| sio(PacketKind::ConnectError, ns, Some(data))),
-        (namespace(), event_name(), args(), prop::option::of(ack_id()), slots()).prop_map(
-            |(ns, name, mut rest, id, slots)| {
+        (namespace(), connect_error).prop_map(|(ns, data)| sio(
+            PacketKind::ConnectError,
+            ns,
+            Some(data)
+        )),
+        (
+            namespace(),
+            event_name(),
+            args(),
+            prop::option::of(ack_id()),
+            slots()
+        )
+            .prop_map(|(ns, name, mut rest, id, slots)| {
                 rest.insert(0, Value::from(name));
                 let data = with_placeholders(rest, 1, &slots);
                 socketio::Packet::event(&ns, data, id, slots.len())
-            }
-        ),
+            }),
         (namespace(), args(), ack_id(), slots()).prop_map(|(ns, args, id, slots)| {
             let data = with_placeholders(args, 0, &slots);
             socketio::Packet::ack(&ns, data, id, slots.len())
         }),
         // Binary kinds may announce no attachment at all.
-        (namespace(), event_name())
-            .prop_map(|(ns, name)| sio(PacketKind::BinaryEvent, ns, Some(json!([name])))),
+        (namespace(), event_name()).prop_map(|(ns, name)| sio(
+            PacketKind::BinaryEvent,
+            ns,
+            Some(json!([name]))
+        )),
     ]
 }
 
@@ -164,6 +178,11 @@ fn polling_packet() -> impl Strategy<Value = engineio::Packet> {
 
 /// Text that looks like a Socket.IO packet, to reach past the first checks of the decoder.
 fn sio_like_text() -> impl Strategy<Value = String> {
+    let kind = prop_oneof![9 => (0u8..=6).prop_map(|d| d.to_string()), 1 => "[7-9x]"];
+    let attachments = prop_oneof![
+        3 => (0u8..5).prop_map(|n| format!("{n}-")),
+        1 => "([0-9]{0,5}-?)?",
+    ];
     let placeholders = prop::collection::vec(0u8..5, 0..4).prop_map(|nums| {
         let mut args = vec![json!("ev")];
         args.extend(nums.into_iter().map(|num| placeholder(num.into())));
@@ -171,26 +190,30 @@ fn sio_like_text() -> impl Strategy<Value = String> {
     });
     let payload = prop_oneof![
         json_value(true).prop_map(|value| value.to_string()),
+        json_value(true).prop_map(|value| json!(["ev", value]).to_string()),
         placeholders,
         Just(String::new()),
         "[\\[\\]{}\",:0-9a-z _-]{0,12}",
     ];
     (
-        "[0-7x]",
-        "([0-9]{0,5}-)?",
+        kind,
+        attachments,
         "(/[a-z/,]{0,5},?)?",
-        "[0-9]{0,20}",
+        prop_oneof!["", "[0-9]{1,3}", "[0-9]{15,20}"],
         payload,
         any::<Index>(),
         any::<bool>(),
     )
         .prop_map(|(kind, attachments, ns, id, payload, cut, truncate)| {
-            let payload = if truncate {
+            let binary = kind == "5" || kind == "6";
+            let attachments = if binary { attachments } else { String::new() };
+            let payload = if truncate && !payload.is_empty() {
                 let boundaries: Vec<usize> = payload.char_indices().map(|(i, _)| i).collect();
-                match boundaries.get(cut.index(boundaries.len().max(1))) {
-                    Some(&end) => payload.get(..end).unwrap_or_default().to_owned(),
-                    None => payload,
-                }
+                let end = boundaries
+                    .get(cut.index(boundaries.len()))
+                    .copied()
+                    .unwrap_or(0);
+                payload.get(..end).unwrap_or_default().to_owned()
             } else {
                 payload
             };
@@ -198,9 +221,24 @@ fn sio_like_text() -> impl Strategy<Value = String> {
         })
 }
 
-/// Bytes that look like a polling body.
+/// Bytes that look like a polling body: mostly valid records, some broken, some empty.
 fn payload_like_bytes() -> impl Strategy<Value = Vec<u8>> {
-    "([0-7b][a-zA-Z0-9+/=\\[\\]\"]{0,10}\u{1e}?){0,6}".prop_map(String::into_bytes)
+    let record = prop_oneof![
+        3 => "4[ -~]{0,8}",
+        2 => prop::sample::select(vec!["1", "2", "2probe", "3", "3probe", "5", "6"])
+            .prop_map(str::to_owned),
+        2 => prop::collection::vec(any::<u8>(), 0..8)
+            .prop_map(|bytes| format!("b{}", base64_of(&bytes))),
+        1 => "[0-7b][a-zA-Z0-9+/=]{0,6}",
+        1 => Just(String::new()),
+    ];
+    prop::collection::vec(record, 1..6).prop_map(|records| records.join("\u{1e}").into_bytes())
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    let frame = WireFrame::binary(bytes.to_vec());
+    let body = encode_payload([&frame]);
+    String::from_utf8_lossy(body.get(1..).unwrap_or_default()).into_owned()
 }
 
 fn frame_text(frame: &WireFrame) -> String {

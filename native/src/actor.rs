@@ -151,7 +151,11 @@ impl Registry {
 
     /// Asks every live channel to close its sessions.
     pub async fn shutdown_all(&self) {
-        let senders: Vec<_> = self.lock().values().map(|live| live.sender.clone()).collect();
+        let senders: Vec<_> = self
+            .lock()
+            .values()
+            .map(|live| live.sender.clone())
+            .collect();
         for sender in senders {
             let _ = sender.send(Command::Shutdown).await;
         }

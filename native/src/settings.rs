@@ -110,13 +110,21 @@ namespaces = ["/", "/custom"]
 
     #[test]
     fn missing_default_file_falls_back_to_embedded_and_env_overrides() {
-        let (config, source) = load(Path::new("/nonexistent/wrangler.toml"), None, false, |key| {
-            (key == "PING_INTERVAL").then(|| "1234".to_string())
-        })
+        let (config, source) = load(
+            Path::new("/nonexistent/wrangler.toml"),
+            None,
+            false,
+            |key| (key == "PING_INTERVAL").then(|| "1234".to_string()),
+        )
         .unwrap();
         assert_eq!(source, Source::Embedded);
         assert_eq!(config.policy_for("").unwrap().ping_interval_ms, 1234);
-        assert!(load(Path::new("/nonexistent/wrangler.toml"), None, true, |_| None).is_err());
+        assert!(
+            load(Path::new("/nonexistent/wrangler.toml"), None, true, |_| {
+                None
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -166,7 +166,15 @@ async fn run_websocket(
     let (outbound, mut from_channel) = mpsc::channel(OUTBOUND_QUEUE);
     let registry = &state.registry;
     registry
-        .send(&key, &policy, Command::WsOpen { conn, sid, outbound })
+        .send(
+            &key,
+            &policy,
+            Command::WsOpen {
+                conn,
+                sid,
+                outbound,
+            },
+        )
         .await;
     loop {
         tokio::select! {

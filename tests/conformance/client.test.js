@@ -123,9 +123,8 @@ describe("socket.io-client namespace errors", () => {
   test("a bad namespace on a shared connection does not break the good one", async (t) => {
     const good = createClient(t, BASE_URL, { forceNew: true, transports: ["websocket"] });
     await waitConnected(good);
-    const bad = good.io.socket("/nope");
+    const bad = good.io.socket("/nope"); // same Manager, so same Engine.IO connection; connects at once
     t.after(() => bad.disconnect());
-    bad.connect();
     assert.equal((await waitConnectError(bad)).message, "Invalid namespace");
     const echoes = record(good, "message-back");
     good.emit("message", "still here");

@@ -14,6 +14,10 @@ import { request, openPolling, poll, push, pollingUrl } from "../lib/polling.js"
 import { decodeFrame, SIO } from "../lib/sio-packet.js";
 import { assertEngineError } from "../lib/assertions.js";
 
+// Closes that must be caused by the packet under test, not by a timeout: on
+// /socket.io/ an idle connection is also closed after connectTimeout.
+const PROMPT_CLOSE = CONF.connectTimeout - 300;
+
 const HANDSHAKE_KEYS = ["maxPayload", "pingInterval", "pingTimeout", "sid", "upgrades"];
 
 function assertHandshake(handshake, upgrades) {
@@ -84,6 +88,10 @@ for (const path of [ENGINE_PATH, channelPath()]) {
         const url = endpointUrl(path, { transport: "polling" });
         assertEngineError(await request(url, { method: "POST", body: "" }), 2);
         assertEngineError(await request(url, { method: "PUT", body: "" }), 2);
+      });
+
+      test("plain HTTP GET (no Upgrade) with transport=websocket → 400 code 3 (bad request)", async () => {
+        assertEngineError(await request(endpointUrl(path, { transport: "websocket" })), 3);
       });
 
       test("WebSocket with missing or invalid EIO is refused", async (t) => {
@@ -183,7 +191,7 @@ for (const path of [ENGINE_PATH, channelPath()]) {
         // Pings are answered so only the malformed frame can explain the close.
         const { socket } = await openEngineWs(t, path, { autoPong: true });
         socket.send("abc");
-        await socket.closed();
+        await socket.closed(PROMPT_CLOSE);
       });
     });
 
@@ -250,7 +258,8 @@ for (const path of [ENGINE_PATH, channelPath()]) {
       test("WebSocket: no pong → the server closes the connection", async (t) => {
         const { socket } = await openEngineWs(t, path);
         assert.equal(await socket.next(2000), "2");
-        await socket.closed(2000);
+        // Within pingTimeout of the unanswered ping (plus slack).
+        await socket.closed(CONF.pingTimeout + 400);
       });
     });
 
@@ -273,7 +282,7 @@ for (const path of [ENGINE_PATH, channelPath()]) {
         // Pings are answered so only the close packet can explain the close.
         const { socket } = await openEngineWs(t, path, { autoPong: true });
         socket.send("1");
-        await socket.closed();
+        await socket.closed(PROMPT_CLOSE);
       });
     });
 

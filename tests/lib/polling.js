@@ -77,14 +77,3 @@ export async function pollPackets(path, sid, count, { base = BASE_URL, timeout =
   }
   return packets;
 }
-
-/** Checks an Engine.IO error reply: HTTP 400 + JSON {code, message}; returns the parsed body. */
-export function parseEngineError(response) {
-  let json;
-  try {
-    json = JSON.parse(response.body);
-  } catch {
-    throw new Error(`expected a JSON error body, got ${JSON.stringify(response.body)}`);
-  }
-  return json;
-}

@@ -5,7 +5,7 @@
 // Text frames are returned as strings, binary frames as Buffers.
 
 import WebSocket from "ws";
-import { BASE_URL, toWs, endpointUrl, CONF } from "./config.js";
+import { BASE_URL, toWs, endpointUrl } from "./config.js";
 import { withTimeout } from "./wait.js";
 
 export const DEFAULT_WAIT = 3000;
@@ -174,4 +174,3 @@ export function connectFrame(nsp = "/", auth) {
   return `40${prefix}${auth === undefined ? "" : JSON.stringify(auth)}`;
 }
 
-export { CONF };

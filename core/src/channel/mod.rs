@@ -56,8 +56,8 @@ use crate::frame::WireFrame;
 use crate::http::{EngineError, HttpResponse, Method, cors_headers};
 use crate::socketio::{self, PacketKind, PartialBinaryPacket};
 
-pub use session::{SessionSnapshot, SocketSnapshot};
 use session::{PendingAck, Session, SocketState, Transport};
+pub use session::{SessionSnapshot, SocketSnapshot};
 
 /// A host-chosen name for one WebSocket connection or one HTTP request; unique within a channel.
 pub type ConnId = u64;
@@ -649,10 +649,7 @@ impl Channel {
         let sid = self.new_session(Transport::Polling { held_get: None }, now);
         let handshake = self.handshake(&sid, vec!["websocket".into()]).to_frame();
         let body = engineio::encode_payload([&handshake]);
-        self.respond(
-            request,
-            HttpResponse::text(200, body).with_headers(cors),
-        );
+        self.respond(request, HttpResponse::text(200, body).with_headers(cors));
     }
 
     /// Answers the held GET of a polling session if there is one and something to send.
@@ -671,8 +668,9 @@ impl Channel {
             return;
         }
         let body = if !session.poll_queue.is_empty() {
-            let body =
-                engineio::encode_payload(session.poll_queue.iter().flat_map(|frames| frames.iter()));
+            let body = engineio::encode_payload(
+                session.poll_queue.iter().flat_map(|frames| frames.iter()),
+            );
             session.poll_queue.clear();
             body
         } else if probed {
@@ -833,11 +831,11 @@ impl Channel {
         }
         match packet {
             P::Pong { probe: false } => {
-                if let Some(session) = self.sessions.get_mut(sid) {
-                    if session.awaiting_pong_since.take().is_none() {
-                        session.pong_deadline = None;
-                        session.next_ping_at = Some(now + self.policy.ping_interval_ms);
-                    }
+                if let Some(session) = self.sessions.get_mut(sid)
+                    && session.awaiting_pong_since.take().is_none()
+                {
+                    session.pong_deadline = None;
+                    session.next_ping_at = Some(now + self.policy.ping_interval_ms);
                 }
                 self.schedule(sid);
             }
@@ -895,7 +893,8 @@ impl Channel {
                 frames,
             });
         }
-        self.outputs.push_back(Output::SessionChanged { conn: probe });
+        self.outputs
+            .push_back(Output::SessionChanged { conn: probe });
         if self.batched_heartbeats {
             self.start_heartbeat(sid, now);
         } else {
@@ -960,7 +959,9 @@ impl Channel {
     ) {
         let _ = now;
         match packet.kind {
-            PacketKind::Connect => self.connect_socket(sid, &packet.namespace, packet.data.as_ref()),
+            PacketKind::Connect => {
+                self.connect_socket(sid, &packet.namespace, packet.data.as_ref())
+            }
             PacketKind::Disconnect => {
                 self.disconnect_socket(sid, &packet.namespace);
                 self.session_changed(sid);
@@ -997,7 +998,10 @@ impl Channel {
 
     fn connect_socket(&mut self, sid: &str, namespace: &str, auth: Option<&Value>) {
         if !self.policy.allows_namespace(namespace) {
-            let frames = frames_of(&socketio::Packet::connect_error(namespace, "Invalid namespace"), Vec::new());
+            let frames = frames_of(
+                &socketio::Packet::connect_error(namespace, "Invalid namespace"),
+                Vec::new(),
+            );
             self.deliver(sid, &frames);
             return;
         }
@@ -1006,7 +1010,10 @@ impl Channel {
         };
         if let Some(existing) = session.sockets.get(namespace) {
             // Already connected: confirm again rather than create a second socket.
-            let frames = frames_of(&socketio::Packet::connect_ok(namespace, &existing.id), Vec::new());
+            let frames = frames_of(
+                &socketio::Packet::connect_ok(namespace, &existing.id),
+                Vec::new(),
+            );
             self.deliver(sid, &frames);
             return;
         }
@@ -1024,7 +1031,10 @@ impl Channel {
         };
         match self.behaviour.on_connect(view, auth) {
             ConnectDecision::Reject(message) => {
-                let frames = frames_of(&socketio::Packet::connect_error(namespace, &message), Vec::new());
+                let frames = frames_of(
+                    &socketio::Packet::connect_error(namespace, &message),
+                    Vec::new(),
+                );
                 self.deliver(sid, &frames);
             }
             ConnectDecision::Accept(actions) => {
@@ -1040,7 +1050,10 @@ impl Channel {
                     .or_default()
                     .sockets
                     .insert(socket_id.clone(), sid.to_string());
-                let frames = frames_of(&socketio::Packet::connect_ok(namespace, &socket_id), Vec::new());
+                let frames = frames_of(
+                    &socketio::Packet::connect_ok(namespace, &socket_id),
+                    Vec::new(),
+                );
                 self.deliver(sid, &frames);
                 self.apply_actions(sid, namespace, None, actions);
                 self.session_changed(sid);
@@ -1127,8 +1140,10 @@ impl Channel {
                     // Each ack request is answered at most once.
                     if let Some(id) = ack_id.take() {
                         let count = attachments.len();
-                        let frames =
-                            frames_of(&socketio::Packet::ack(namespace, args, id, count), attachments);
+                        let frames = frames_of(
+                            &socketio::Packet::ack(namespace, args, id, count),
+                            attachments,
+                        );
                         self.deliver(sid, &frames);
                     }
                 }
@@ -1319,7 +1334,12 @@ impl Channel {
         Ok(())
     }
 
-    fn check_emit(&self, namespace: &str, args: &Value, attachments: &[Bytes]) -> Result<(), EmitError> {
+    fn check_emit(
+        &self,
+        namespace: &str,
+        args: &Value,
+        attachments: &[Bytes],
+    ) -> Result<(), EmitError> {
         if !self.policy.allows_namespace(namespace) {
             return Err(EmitError::UnknownNamespace(namespace.to_string()));
         }
@@ -1397,7 +1417,8 @@ impl Channel {
             ..
         }) = self.sessions.get(sid)
         {
-            self.outputs.push_back(Output::SessionChanged { conn: *conn });
+            self.outputs
+                .push_back(Output::SessionChanged { conn: *conn });
         }
     }
 
@@ -1432,7 +1453,11 @@ impl Channel {
 
     /// A GET still waiting when its session ends gets a last word: noop when the client asked to
     /// close, a close packet otherwise.
-    fn end_held_poll(&mut self, held_get: Option<(ConnId, Vec<(&'static str, String)>)>, reason: CloseReason) {
+    fn end_held_poll(
+        &mut self,
+        held_get: Option<(ConnId, Vec<(&'static str, String)>)>,
+        reason: CloseReason,
+    ) {
         if let Some((request, cors)) = held_get {
             self.held_polls.remove(&request);
             let body: &'static [u8] = if reason == CloseReason::ClientClose {

@@ -14,7 +14,9 @@ pub(super) type HeldRequest = (ConnId, Vec<(&'static str, String)>);
 #[derive(Debug)]
 pub(super) enum Transport {
     /// HTTP long-polling; `held_get` is the GET waiting for something to send.
-    Polling { held_get: Option<HeldRequest> },
+    Polling {
+        held_get: Option<HeldRequest>,
+    },
     /// Polling, while a WebSocket probes an upgrade.
     Upgrading {
         held_get: Option<HeldRequest>,
@@ -23,7 +25,9 @@ pub(super) enum Transport {
         probed: bool,
         deadline: u64,
     },
-    WebSocket { conn: ConnId },
+    WebSocket {
+        conn: ConnId,
+    },
 }
 
 /// A server emit waiting for the client's acknowledgement.

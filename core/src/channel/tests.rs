@@ -95,8 +95,14 @@ impl Harness {
     }
 
     fn get(&mut self, request: ConnId, sid: &str) {
-        self.channel
-            .handle_polling(request, Method::Get, Some(sid), None, Bytes::new(), self.now);
+        self.channel.handle_polling(
+            request,
+            Method::Get,
+            Some(sid),
+            None,
+            Bytes::new(),
+            self.now,
+        );
     }
 
     fn post(&mut self, request: ConnId, sid: &str, body: &str) {
@@ -294,12 +300,28 @@ fn acks_flow_in_both_directions() {
     h.connect(1, "/");
     h.outputs();
     h.text(1, r#"42456["message-with-ack",1,"2",{"3":[false]}]"#);
-    assert_eq!(texts(&h.outputs(), 1), vec![r#"43456[1,"2",{"3":[false]}]"#]);
+    assert_eq!(
+        texts(&h.outputs(), 1),
+        vec![r#"43456[1,"2",{"3":[false]}]"#]
+    );
 
     // Server → client, answered.
-    let socket = h.channel.namespaces["/"].sockets.keys().next().unwrap().clone();
+    let socket = h.channel.namespaces["/"]
+        .sockets
+        .keys()
+        .next()
+        .unwrap()
+        .clone();
     h.channel
-        .emit_with_ack("/", &socket, json!(["question"]), Vec::new(), 77, 5_000, h.now)
+        .emit_with_ack(
+            "/",
+            &socket,
+            json!(["question"]),
+            Vec::new(),
+            77,
+            5_000,
+            h.now,
+        )
         .unwrap();
     assert_eq!(texts(&h.outputs(), 1), vec![r#"420["question"]"#]);
     h.text(1, r#"430["answer"]"#);
@@ -359,7 +381,8 @@ fn binary_events_keep_their_attachments() {
     h.connect(2, "/");
     h.outputs();
     h.text(1, r#"451-["file",{"_placeholder":true,"num":0}]"#);
-    h.channel.handle_ws_binary(1, Bytes::from_static(b"abc"), h.now);
+    h.channel
+        .handle_ws_binary(1, Bytes::from_static(b"abc"), h.now);
     let frames = frames_to(&h.outputs(), 2);
     assert_eq!(frames.len(), 2);
     assert_eq!(frames[1].bytes().as_ref(), b"abc");
@@ -401,8 +424,14 @@ fn connect_timeout_closes_silent_sessions() {
 #[test]
 fn polling_session_exchanges_packets() {
     let mut h = Harness::new(BehaviourKind::Conformance, RelayMode::All);
-    h.channel
-        .handle_polling(10, Method::Get, None, Some("http://a.example"), Bytes::new(), h.now);
+    h.channel.handle_polling(
+        10,
+        Method::Get,
+        None,
+        Some("http://a.example"),
+        Bytes::new(),
+        h.now,
+    );
     let out = h.outputs();
     let handshake = response_to(&out, 10).unwrap();
     assert_eq!(
@@ -438,7 +467,10 @@ fn polling_errors_follow_the_protocol() {
     h.get(2, "unknown");
     let response = response_to(&h.outputs(), 2).unwrap();
     assert_eq!(response.status, 400);
-    assert_eq!(body(&response), r#"{"code":1,"message":"Session ID unknown"}"#);
+    assert_eq!(
+        body(&response),
+        r#"{"code":1,"message":"Session ID unknown"}"#
+    );
 
     // Duplicate GET: the second gets 400, the first a close packet, the session ends.
     h.channel
@@ -515,7 +547,11 @@ fn upgrade_from_polling_to_websocket() {
     h.text(100, "2probe");
     let out = h.outputs();
     assert_eq!(texts(&out, 100), vec!["3probe"]);
-    assert_eq!(body(&response_to(&out, 4).unwrap()), "6", "held GET ends with a noop");
+    assert_eq!(
+        body(&response_to(&out, 4).unwrap()),
+        "6",
+        "held GET ends with a noop"
+    );
     // Events during the upgrade wait for the new transport.
     h.channel
         .emit(
@@ -559,7 +595,10 @@ fn bad_input_closes_only_the_offender() {
         h.outputs();
         h.text(1, case);
         let out = h.outputs();
-        assert!(closed(&out, 1).is_some(), "{case:?} should close the session");
+        assert!(
+            closed(&out, 1).is_some(),
+            "{case:?} should close the session"
+        );
         // The other client is unaffected.
         h.text(2, r#"42["still","here"]"#);
         assert_eq!(texts(&h.outputs(), 2), vec![r#"42["still","here"]"#]);
@@ -569,7 +608,8 @@ fn bad_input_closes_only_the_offender() {
     h.connect(1, "/");
     h.connect(2, "/");
     h.outputs();
-    h.channel.handle_ws_binary(1, Bytes::from_static(b"\xff\x00"), h.now);
+    h.channel
+        .handle_ws_binary(1, Bytes::from_static(b"\xff\x00"), h.now);
     assert!(closed(&h.outputs(), 1).is_some());
     h.text(2, &format!(r#"42["big","{}"]"#, "x".repeat(1000)));
     assert_eq!(closed(&h.outputs(), 2), Some(1009));
@@ -580,7 +620,8 @@ fn engine_echo_returns_every_message() {
     let mut h = Harness::new(BehaviourKind::EngineEcho, RelayMode::None);
     h.open_ws(1);
     h.text(1, "4hello");
-    h.channel.handle_ws_binary(1, Bytes::from_static(&[1, 2]), h.now);
+    h.channel
+        .handle_ws_binary(1, Bytes::from_static(&[1, 2]), h.now);
     let frames = frames_to(&h.outputs(), 1);
     assert_eq!(frames[0].as_text(), Some("4hello"));
     assert_eq!(frames[1], WireFrame::binary(Bytes::from_static(&[1, 2])));
@@ -772,14 +813,19 @@ fn batched_heartbeats_wake_once_per_interval_for_all_websockets() {
         // Every round pings every socket at once; pongs are observed, never sent as messages.
         assert_eq!(texts(&out, 1), vec!["2"]);
         assert_eq!(
-            out.iter().filter(|o| matches!(o, Output::Transmit { .. })).count(),
+            out.iter()
+                .filter(|o| matches!(o, Output::Transmit { .. }))
+                .count(),
             20
         );
         for conn in 1..=20 {
             h.channel.handle_pong_seen(conn, h.now + 3);
         }
     }
-    assert_eq!(wakeups, 5, "one wake-up per ping interval, whatever the socket count");
+    assert_eq!(
+        wakeups, 5,
+        "one wake-up per ping interval, whatever the socket count"
+    );
     assert_eq!(h.channel.session_count(), 20);
 
     // A socket that stops answering is closed at the next round; the others stay.
@@ -829,5 +875,9 @@ fn batched_heartbeats_keep_polling_sessions_precise() {
     h.advance(300);
     assert_eq!(body(&response_to(&h.outputs(), 4).unwrap()), "2");
     h.advance(200);
-    assert_eq!(h.channel.session_count(), 0, "ping timeout is exact for polling");
+    assert_eq!(
+        h.channel.session_count(),
+        0,
+        "ping timeout is exact for polling"
+    );
 }

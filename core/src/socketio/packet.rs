@@ -9,10 +9,10 @@
 //! `52-/admin,7["upload",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]` is a binary
 //! event on `/admin` asking for ack 7, followed by two binary attachments. The decoder accepts what the
 //! reference JavaScript parser accepts, minus the forms no conforming client produces (an ack id on
-//! CONNECT, an event without arguments, a numeric event name, placeholders that do not match the
-//! announced attachments): a peer that sends those is broken and the engine should drop it.
+//! CONNECT, an EVENT or ACK without payload, a numeric event name, placeholders that do not match
+//! the announced attachments): a peer that sends those is broken and the engine should drop it.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -88,10 +88,6 @@ impl PacketKind {
     fn from_char(c: char) -> Option<PacketKind> {
         let digit = c.to_digit(10)?;
         PacketKind::from_digit(u8::try_from(digit).ok()?)
-    }
-
-    fn as_char(self) -> char {
-        char::from(b'0' + self.digit())
     }
 }
 
@@ -238,17 +234,17 @@ impl Packet {
 
     /// Encodes the packet (without the Engine.IO `4`), in one allocation.
     pub fn encode(&self) -> String {
-        let mut text = String::with_capacity(self.encoded_len());
-        self.write_to(&mut text);
-        text
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.write_to(&mut out);
+        into_text(out)
     }
 
     /// The Engine.IO message frame `4<packet>`, built in one allocation.
     pub fn to_frame(&self) -> WireFrame {
-        let mut text = String::with_capacity(1 + self.encoded_len());
-        text.push('4');
-        self.write_to(&mut text);
-        WireFrame::text(text)
+        let mut out = Vec::with_capacity(self.encoded_len().saturating_add(1));
+        out.push(b'4');
+        self.write_to(&mut out);
+        WireFrame::text(into_text(out))
     }
 
     /// CONNECT accepted: `{"sid": socket_id}`.
@@ -326,21 +322,25 @@ impl Packet {
         self.namespace.is_empty() || self.namespace == "/"
     }
 
-    fn write_to(&self, out: &mut String) {
-        out.push(self.kind.as_char());
-        // Writing to a `String` cannot fail, hence the ignored `fmt::Result`s.
+    /// Writes the encoding as bytes: `serde_json` writes to a byte buffer about twice as fast as
+    /// through `fmt::Write`.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        out.push(self.kind.digit() + b'0');
+        // Writing to a `Vec` cannot fail, hence the ignored results. Integers go through `serde_json`
+        // too: it formats them without the `fmt` machinery.
         if self.kind.is_binary() {
-            let _ = write!(out, "{}-", self.attachments);
+            let _ = serde_json::to_writer(&mut *out, &self.attachments);
+            out.push(b'-');
         }
         if !self.has_default_namespace() {
-            out.push_str(&self.namespace);
-            out.push(',');
+            out.extend_from_slice(self.namespace.as_bytes());
+            out.push(b',');
         }
         if let Some(id) = self.id {
-            let _ = write!(out, "{id}");
+            let _ = serde_json::to_writer(&mut *out, &id);
         }
         if let Some(data) = &self.data {
-            let _ = write!(out, "{data}");
+            let _ = serde_json::to_writer(&mut *out, data);
         }
     }
 
@@ -523,6 +523,13 @@ fn check_data(kind: PacketKind, data: Option<&Value>) -> Result<(), SioDecodeErr
         (PacketKind::Ack | PacketKind::BinaryAck, Some(Value::Array(_))) => Ok(()),
         (PacketKind::Ack | PacketKind::BinaryAck, Some(_)) => invalid("a JSON array"),
     }
+}
+
+/// The encoded bytes as a `String`. They are UTF-8 by construction (string pieces and `serde_json`
+/// output), so the check always passes; the lossy fallback only keeps this free of panics and `unsafe`.
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
 fn object(key: &str, value: &str) -> Value {
