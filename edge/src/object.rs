@@ -1,0 +1,436 @@
+//! The Durable Object of one channel: a thin host around a core [`Channel`].
+//!
+//! Every entry point follows the same loop: make sure the channel is live (rebuilding it from the
+//! WebSockets' attachments after hibernation), feed it the event with the current time, carry out its
+//! outputs, and set the alarm to the channel's next timer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use serde::{Deserialize, Serialize};
+use switchboard_core::channel::{Channel, ConnId, Output, RandomSource, SessionSnapshot};
+use switchboard_core::config::ChannelPolicy;
+use switchboard_core::frame::FrameKind;
+use switchboard_core::http::{self as core_http, HttpResponse, Method, Route, TransportKind};
+use wasm_bindgen::prelude::*;
+use worker::{
+    DurableObject, Env, Headers, Request, Response, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair, durable_object,
+};
+
+use crate::env_config::config;
+
+/// Object name of the raw Engine.IO echo endpoint; channel names never start with '/'.
+pub const ENGINE_ECHO_OBJECT: &str = "/engine.io";
+
+#[wasm_bindgen]
+extern "C" {
+    /// The `DurableObjectState` methods the `worker` crate does not bind.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type StateExtras;
+
+    /// `getWebSocketAutoResponseTimestamp(ws)`: when the runtime last answered this socket's pong
+    /// for us, or null.
+    #[wasm_bindgen(method, catch, js_name = getWebSocketAutoResponseTimestamp)]
+    fn get_websocket_auto_response_timestamp(
+        this: &StateExtras,
+        ws: &worker::web_sys::WebSocket,
+    ) -> Result<JsValue, JsValue>;
+}
+
+/// What each hibernatable WebSocket carries: enough to rebuild the channel without any storage.
+#[derive(Debug, Serialize, Deserialize)]
+struct Attachment {
+    conn: ConnId,
+    channel: String,
+    #[serde(default)]
+    session: Option<SessionSnapshot>,
+}
+
+struct Live {
+    key: String,
+    channel: Channel,
+    sockets: HashMap<ConnId, WebSocket>,
+    /// Polling requests waiting for their answer.
+    waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
+    next_conn: ConnId,
+}
+
+/// `crypto.getRandomValues`, through getrandom.
+struct WebCrypto;
+
+impl RandomSource for WebCrypto {
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        if getrandom::fill(dest).is_err() {
+            // Never hand out guessable ids; the request fails instead.
+            wasm_bindgen::throw_str("crypto.getRandomValues failed");
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+#[durable_object]
+pub struct ChannelObject {
+    state: State,
+    env: Env,
+    live: RefCell<Option<Live>>,
+    /// The alarm last requested, so unchanged deadlines cost no storage call.
+    alarm_at: Cell<Option<u64>>,
+}
+
+impl DurableObject for ChannelObject {
+    fn new(state: State, env: Env) -> Self {
+        // Client pongs ("3") are answered with a noop ("6") by the runtime without waking us; the
+        // alarm reads when each socket last did so.
+        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("3", "6") {
+            state.set_websocket_auto_response(&pair);
+        }
+        Self {
+            state,
+            env,
+            live: RefCell::new(None),
+            alarm_at: Cell::new(None),
+        }
+    }
+
+    async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
+        let url = request.url()?;
+        let key = match core_http::route(url.path()) {
+            Route::Channel(channel) => channel,
+            Route::EngineEcho => ENGINE_ECHO_OBJECT.to_string(),
+            _ => return to_worker_response(HttpResponse::text(404, "not found")),
+        };
+        let Some(policy) = self.policy(&key)? else {
+            return to_worker_response(core_http::unknown_channel_response(&key));
+        };
+        let query = match core_http::parse_engine_query(url.query()) {
+            Ok(query) => query,
+            Err(error) => return to_worker_response(error.response()),
+        };
+        self.ensure_live(Some((&key, &policy)));
+        let now = now_ms();
+        match query.transport {
+            TransportKind::WebSocket => {
+                let pair = WebSocketPair::new()?;
+                let response = {
+                    let mut guard = self.live.borrow_mut();
+                    let Some(live) = guard.as_mut() else {
+                        return to_worker_response(HttpResponse::text(503, "channel unavailable"));
+                    };
+                    let conn = live.next_conn;
+                    live.next_conn += 1;
+                    self.state
+                        .accept_websocket_with_tags(&pair.server, &[&conn_tag(conn)]);
+                    pair.server.serialize_attachment(Attachment {
+                        conn,
+                        channel: key.clone(),
+                        session: None,
+                    })?;
+                    live.sockets.insert(conn, pair.server.clone());
+                    live.channel.handle_ws_open(conn, query.sid.as_deref(), now);
+                    Response::from_websocket(pair.client)
+                };
+                self.carry_out().await;
+                response
+            }
+            TransportKind::Polling => {
+                let method = Method::parse(request.method().as_ref());
+                let origin = request.headers().get("origin")?;
+                let body = if method == Method::Post {
+                    Bytes::from(request.bytes().await?)
+                } else {
+                    Bytes::new()
+                };
+                let (reply, answer) = oneshot::channel();
+                {
+                    let mut guard = self.live.borrow_mut();
+                    let Some(live) = guard.as_mut() else {
+                        return to_worker_response(HttpResponse::text(503, "channel unavailable"));
+                    };
+                    let id = live.next_conn;
+                    live.next_conn += 1;
+                    live.waiting.insert(id, reply);
+                    live.channel.handle_polling(
+                        id,
+                        method,
+                        query.sid.as_deref(),
+                        origin.as_deref(),
+                        body,
+                        now,
+                    );
+                }
+                self.carry_out().await;
+                match answer.await {
+                    Ok(response) => to_worker_response(response),
+                    Err(_) => to_worker_response(HttpResponse::text(503, "channel restarted")),
+                }
+            }
+        }
+    }
+
+    async fn websocket_message(
+        &self,
+        ws: WebSocket,
+        message: WebSocketIncomingMessage,
+    ) -> worker::Result<()> {
+        self.ensure_live(None);
+        let Some(conn) = self.conn_of(&ws) else {
+            return Ok(());
+        };
+        {
+            let mut guard = self.live.borrow_mut();
+            let Some(live) = guard.as_mut() else {
+                return Ok(());
+            };
+            let now = now_ms();
+            match message {
+                WebSocketIncomingMessage::String(text) => {
+                    live.channel.handle_ws_text(conn, &text, now);
+                }
+                WebSocketIncomingMessage::Binary(bytes) => {
+                    live.channel.handle_ws_binary(conn, Bytes::from(bytes), now);
+                }
+            }
+        }
+        self.carry_out().await;
+        Ok(())
+    }
+
+    async fn websocket_close(
+        &self,
+        ws: WebSocket,
+        _code: usize,
+        _reason: String,
+        _was_clean: bool,
+    ) -> worker::Result<()> {
+        self.socket_gone(ws).await;
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> worker::Result<()> {
+        self.socket_gone(ws).await;
+        Ok(())
+    }
+
+    async fn alarm(&self) -> worker::Result<Response> {
+        worker::console_log!("alarm fired at {}", now_ms());
+        self.alarm_at.set(None);
+        self.ensure_live(None);
+        {
+            let mut guard = self.live.borrow_mut();
+            if let Some(live) = guard.as_mut() {
+                // Pongs answered by the runtime since the last round count as answers.
+                let extras: &StateExtras = self.state.as_raw().unchecked_ref();
+                for (conn, ws) in &live.sockets {
+                    if let Ok(value) = extras.get_websocket_auto_response_timestamp(ws.as_ref())
+                        && let Some(date) = value.dyn_ref::<js_sys::Date>()
+                    {
+                        live.channel.handle_pong_seen(*conn, date.get_time() as u64);
+                    }
+                }
+                live.channel.handle_timeout(now_ms());
+            }
+        }
+        self.carry_out().await;
+        Response::empty()
+    }
+}
+
+impl ChannelObject {
+    fn policy(&self, key: &str) -> worker::Result<Option<Arc<ChannelPolicy>>> {
+        let config = config(&self.env)?;
+        Ok(if key == ENGINE_ECHO_OBJECT {
+            config.engine_echo().cloned()
+        } else {
+            config.policy_for(key).cloned()
+        })
+    }
+
+    /// Makes sure the channel is in memory. After hibernation (or eviction) the object starts empty;
+    /// the channel is rebuilt from the attachments of the WebSockets the runtime kept for us.
+    fn ensure_live(&self, request_key: Option<(&str, &Arc<ChannelPolicy>)>) {
+        if self.live.borrow().is_some() {
+            return;
+        }
+        let sockets = self.state.get_websockets();
+        let mut restored = Vec::new();
+        let mut orphans = Vec::new();
+        let mut stored_key = None;
+        for ws in sockets {
+            match ws.deserialize_attachment::<Attachment>() {
+                Ok(Some(attachment)) => {
+                    stored_key.get_or_insert_with(|| attachment.channel.clone());
+                    match attachment.session {
+                        Some(session) => restored.push((attachment.conn, session, ws)),
+                        // A probe that never completed its upgrade: its session is gone.
+                        None => orphans.push(ws),
+                    }
+                }
+                _ => orphans.push(ws),
+            }
+        }
+        for ws in orphans {
+            let _ = ws.close(Some(1001), Some("session lost"));
+        }
+        let (key, policy) = match request_key {
+            Some((key, policy)) => (key.to_string(), policy.clone()),
+            None => {
+                let Some(key) = stored_key else { return };
+                match self.policy(&key) {
+                    Ok(Some(policy)) => (key, policy),
+                    // The channel's pattern was removed from the configuration.
+                    _ => {
+                        for (_, _, ws) in restored {
+                            let _ = ws.close(Some(1008), Some("channel no longer configured"));
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        let mut channel =
+            Channel::new(key.clone(), policy, Box::new(WebCrypto)).with_batched_heartbeats();
+        let next_conn = restored
+            .iter()
+            .map(|(conn, _, _)| conn + 1)
+            .max()
+            .unwrap_or(1);
+        let mut sockets = HashMap::new();
+        let mut snapshots = Vec::new();
+        for (conn, snapshot, ws) in restored {
+            sockets.insert(conn, ws);
+            snapshots.push((conn, snapshot));
+        }
+        channel.restore_sessions(snapshots, now_ms());
+        *self.live.borrow_mut() = Some(Live {
+            key,
+            channel,
+            sockets,
+            waiting: HashMap::new(),
+            next_conn,
+        });
+    }
+
+    fn conn_of(&self, ws: &WebSocket) -> Option<ConnId> {
+        self.state
+            .get_tags(ws)
+            .iter()
+            .find_map(|tag| tag.strip_prefix("c:").and_then(|n| n.parse().ok()))
+    }
+
+    async fn socket_gone(&self, ws: WebSocket) {
+        self.ensure_live(None);
+        if let Some(conn) = self.conn_of(&ws) {
+            let mut guard = self.live.borrow_mut();
+            if let Some(live) = guard.as_mut() {
+                live.sockets.remove(&conn);
+                live.channel.handle_ws_closed(conn, now_ms());
+            }
+        }
+        // Complete the closing handshake; the socket may already be closed.
+        let _ = ws.close(Some(1000), Some("closed"));
+        self.carry_out().await;
+    }
+
+    /// Carries out the channel's outputs, then points the alarm at its next timer.
+    async fn carry_out(&self) {
+        let next_timer = {
+            let mut guard = self.live.borrow_mut();
+            let Some(live) = guard.as_mut() else {
+                return;
+            };
+            let mut gone = Vec::new();
+            loop {
+                while let Some(output) = live.channel.poll_output() {
+                    match output {
+                        Output::Transmit { conn, frames } => {
+                            let Some(ws) = live.sockets.get(&conn) else {
+                                continue;
+                            };
+                            for frame in frames.iter() {
+                                let sent = match frame.kind() {
+                                    FrameKind::Text => {
+                                        ws.send_with_str(frame.as_text().unwrap_or_default())
+                                    }
+                                    FrameKind::Binary => ws.send_with_bytes(frame.bytes()),
+                                };
+                                if sent.is_err() {
+                                    gone.push(conn);
+                                    break;
+                                }
+                            }
+                        }
+                        Output::CloseWebSocket { conn, code, reason } => {
+                            if let Some(ws) = live.sockets.remove(&conn) {
+                                let _ = ws.close(Some(code), Some(reason));
+                            }
+                        }
+                        Output::Respond { request, response } => {
+                            if let Some(reply) = live.waiting.remove(&request) {
+                                let _ = reply.send(response);
+                            }
+                        }
+                        Output::SessionChanged { conn } => {
+                            if let Some(ws) = live.sockets.get(&conn) {
+                                let attachment = Attachment {
+                                    conn,
+                                    channel: live.key.clone(),
+                                    session: live.channel.snapshot(conn),
+                                };
+                                let _ = ws.serialize_attachment(attachment);
+                            }
+                        }
+                        Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
+                    }
+                }
+                if gone.is_empty() {
+                    break;
+                }
+                // Sockets that failed to send are gone; closing them may produce more outputs.
+                for conn in gone.drain(..) {
+                    live.sockets.remove(&conn);
+                    live.channel.handle_ws_closed(conn, now_ms());
+                }
+            }
+            live.channel.poll_timeout()
+        };
+        if next_timer == self.alarm_at.get() {
+            return;
+        }
+        self.alarm_at.set(next_timer);
+        let storage = self.state.storage();
+        let result = match next_timer {
+            Some(at) => {
+                let offset = at.saturating_sub(now_ms()) as i64;
+                storage.set_alarm(offset).await
+            }
+            None => storage.delete_alarm().await,
+        };
+        if let Err(err) = result {
+            worker::console_error!("switchboard: could not set the alarm: {err}");
+            self.alarm_at.set(None);
+        }
+        worker::console_log!("alarm -> {:?} (now {})", next_timer, now_ms());
+    }
+}
+
+fn conn_tag(conn: ConnId) -> String {
+    format!("c:{conn}")
+}
+
+/// Writes a core response as a Workers one.
+pub fn to_worker_response(response: HttpResponse) -> worker::Result<Response> {
+    let headers = Headers::new();
+    for (name, value) in &response.headers {
+        headers.set(name, value)?;
+    }
+    Ok(Response::from_bytes(response.body.to_vec())?
+        .with_status(response.status)
+        .with_headers(headers))
+}
