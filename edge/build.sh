@@ -26,6 +26,14 @@ if [ ! -x "$NODE_BIN/wasm-opt" ] || [ ! -x "$NODE_BIN/esbuild" ]; then
 fi
 
 cd "$EDGE"
+# wrangler runs this at every start; skip the build when nothing it depends on changed.
+OUTPUT="$EDGE/build/index_bg.wasm"
+if [ -f "$OUTPUT" ] && [ -f "$EDGE/build/worker/shim.mjs" ] && [ -z "${SWITCHBOARD_FORCE_BUILD:-}" ] &&
+    [ -z "$(find "$EDGE/src" "$ROOT/core/src" "$EDGE/Cargo.toml" "$ROOT/core/Cargo.toml" \
+        "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" "$EDGE/build.sh" -newer "$OUTPUT" -print -quit)" ]; then
+    echo "edge wasm up to date: $(wc -c <"$OUTPUT") bytes, $(gzip -9 -c "$OUTPUT" | wc -c) bytes gzip -9"
+    exit 0
+fi
 # Size over speed for the wasm only (the native build keeps the workspace's release profile).
 CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
 WASM_BINDGEN_BIN="$(command -v wasm-bindgen)" \

@@ -3,8 +3,10 @@
 #   1. the Rust tests of every crate (core natively, native host, config),
 #   2. the core's tests again under wasm32 in Node (wasm-bindgen-test),
 #   3. the conformance suite in tests/ (real socket.io-client + raw protocol requests) against the
-#      native binary: conformance configuration on 127.0.0.1:3000, default configuration on :3001.
-# Usage: bash tests/run.sh
+#      native binary: conformance configuration on 127.0.0.1:3000, default configuration on :3001,
+#   4. the Worker build (`wrangler deploy --dry-run`), then the same suite against the edge under
+#      `wrangler dev` (workerd, the real Workers runtime) on the same ports, plus the edge-only tests.
+# Usage: bash tests/run.sh          (SKIP_EDGE=1 runs only steps 1-3)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,26 +44,38 @@ step "building the native server"
 cargo build -p switchboard-native
 BIN="$ROOT/target/debug/switchboard"
 
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+# Servers run in their own process groups so that stopping one also stops its children (workerd).
+PGIDS=()
+stop_servers() {
+    for pgid in "${PGIDS[@]}"; do kill -TERM -- "-$pgid" 2>/dev/null || true; done
+    for pgid in "${PGIDS[@]}"; do
+        for _ in $(seq 1 50); do
+            kill -0 -- "-$pgid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$pgid" 2>/dev/null || true
+    done
+    PGIDS=()
 }
-trap cleanup EXIT
+trap stop_servers EXIT
+start_server() { # log-file command...
+    local log="$1"
+    shift
+    setsid "$@" >"$log" 2>&1 &
+    PGIDS+=($!)
+}
 
 LOGS="$ROOT/target/test-logs"
 mkdir -p "$LOGS"
-"$BIN" --host 127.0.0.1 --port "$CONFORMANCE_PORT" --config wrangler.toml --env conformance \
-    >"$LOGS/native-conformance.log" 2>&1 &
-PIDS+=($!)
-"$BIN" --host 127.0.0.1 --port "$DEFAULT_PORT" --config wrangler.toml \
-    >"$LOGS/native-default.log" 2>&1 &
-PIDS+=($!)
+start_server "$LOGS/native-conformance.log" \
+    "$BIN" --host 127.0.0.1 --port "$CONFORMANCE_PORT" --config wrangler.toml --env conformance
+start_server "$LOGS/native-default.log" \
+    "$BIN" --host 127.0.0.1 --port "$DEFAULT_PORT" --config wrangler.toml
 
 wait_for() { # url
     node -e '
         const url = process.argv[1];
-        const deadline = Date.now() + 30000;
+        const deadline = Date.now() + 180000;
         (async function poll() {
             try { await fetch(url); process.exit(0); } catch {}
             if (Date.now() > deadline) { console.error("server did not start: " + url); process.exit(1); }
@@ -71,10 +85,55 @@ wait_for() { # url
 wait_for "http://127.0.0.1:$CONFORMANCE_PORT/socket.io/?EIO=4&transport=polling"
 wait_for "http://127.0.0.1:$DEFAULT_PORT/socket.io/?EIO=4&transport=polling"
 
-step "conformance suite against native"
-(cd tests && SWITCHBOARD_URL="http://127.0.0.1:$CONFORMANCE_PORT" \
-    SWITCHBOARD_DEFAULT_URL="http://127.0.0.1:$DEFAULT_PORT" npm test) || {
-    echo "conformance suite failed; server logs are in $LOGS" >&2
-    exit 1
+run_suite() { # target
+    (cd tests && SWITCHBOARD_TARGET="$1" SWITCHBOARD_URL="http://127.0.0.1:$CONFORMANCE_PORT" \
+        SWITCHBOARD_DEFAULT_URL="http://127.0.0.1:$DEFAULT_PORT" npm test) || {
+        echo "conformance suite failed against $1; server logs are in $LOGS" >&2
+        exit 1
+    }
 }
-echo "all tests passed"
+
+step "conformance suite against native"
+run_suite native
+stop_servers
+
+if [ -n "${SKIP_EDGE:-}" ]; then
+    echo "SKIP_EDGE set: edge not tested"
+    exit 0
+fi
+
+# --- the edge: the same suite under wrangler dev -------------------------------------------------
+WRANGLER="$ROOT/tests/node_modules/.bin/wrangler"
+export WRANGLER_SEND_METRICS=false
+
+step "building the Worker (wrangler deploy --dry-run)"
+rm -rf "$ROOT/target/edge-dry-run"
+"$WRANGLER" deploy --dry-run --outdir "$ROOT/target/edge-dry-run"
+WASM="$ROOT/edge/build/index_bg.wasm"
+WASM_GZIP=$(gzip -9 -c "$WASM" | wc -c)
+echo "edge wasm: $(wc -c <"$WASM") bytes, $WASM_GZIP bytes gzip -9 (budget 300000)"
+if [ "$WASM_GZIP" -gt 300000 ]; then
+    echo "the edge wasm is over its 300 KB gzip budget" >&2
+    exit 1
+fi
+
+step "starting wrangler dev (conformance on :$CONFORMANCE_PORT, default on :$DEFAULT_PORT)"
+rm -rf "$ROOT/target/wrangler-state"
+start_server "$LOGS/edge-conformance.log" "$WRANGLER" dev --env conformance \
+    --ip 127.0.0.1 --port "$CONFORMANCE_PORT" \
+    --persist-to "$ROOT/target/wrangler-state/conformance" --show-interactive-dev-session=false
+wait_for "http://127.0.0.1:$CONFORMANCE_PORT/socket.io/?EIO=4&transport=polling"
+start_server "$LOGS/edge-default.log" "$WRANGLER" dev \
+    --ip 127.0.0.1 --port "$DEFAULT_PORT" \
+    --persist-to "$ROOT/target/wrangler-state/default" --show-interactive-dev-session=false
+wait_for "http://127.0.0.1:$DEFAULT_PORT/socket.io/?EIO=4&transport=polling"
+
+step "conformance suite against the edge (wrangler dev)"
+run_suite edge
+stop_servers
+if pgrep -f "$ROOT/tests/node_modules/.*workerd" >/dev/null; then
+    echo "workerd processes left behind after stopping wrangler dev" >&2
+    pgrep -af "$ROOT/tests/node_modules/.*workerd" >&2
+    exit 1
+fi
+echo "all tests passed (native and edge)"

@@ -86,6 +86,7 @@ pub struct ChannelObject {
 
 impl DurableObject for ChannelObject {
     fn new(state: State, env: Env) -> Self {
+        console_error_panic_hook::set_once();
         // Client pongs ("3") are answered with a noop ("6") by the runtime without waking us; the
         // alarm reads when each socket last did so.
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("3", "6") {
@@ -123,6 +124,11 @@ impl DurableObject for ChannelObject {
                     let Some(live) = guard.as_mut() else {
                         return to_worker_response(HttpResponse::text(503, "channel unavailable"));
                     };
+                    // Refuse before upgrading: a close sent right after accepting is not delivered
+                    // reliably by the runtime.
+                    if let Some(error) = live.channel.check_ws_open(query.sid.as_deref()) {
+                        return to_worker_response(error.response());
+                    }
                     let conn = live.next_conn;
                     live.next_conn += 1;
                     self.state
@@ -219,7 +225,6 @@ impl DurableObject for ChannelObject {
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
-        worker::console_log!("alarm fired at {}", now_ms());
         self.alarm_at.set(None);
         self.ensure_live(None);
         {
@@ -333,8 +338,11 @@ impl ChannelObject {
                 live.channel.handle_ws_closed(conn, now_ms());
             }
         }
-        // Complete the closing handshake; the socket may already be closed.
-        let _ = ws.close(Some(1000), Some("closed"));
+        // Complete the closing handshake when the client started it.
+        let state = AsRef::<worker::web_sys::WebSocket>::as_ref(&ws).ready_state();
+        if state == worker::web_sys::WebSocket::OPEN {
+            let _ = ws.close(Some(1000), Some("closed"));
+        }
         self.carry_out().await;
     }
 
@@ -416,7 +424,6 @@ impl ChannelObject {
             worker::console_error!("switchboard: could not set the alarm: {err}");
             self.alarm_at.set(None);
         }
-        worker::console_log!("alarm -> {:?} (now {})", next_timer, now_ms());
     }
 }
 

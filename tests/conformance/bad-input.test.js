@@ -35,11 +35,21 @@ describe("garbage over WebSocket", () => {
     await assertServerHealthy(t);
   });
 
-  // RFC 6455: a text frame that is not UTF-8 fails the WebSocket connection.
-  test("text frame with invalid UTF-8: that connection is closed", async (t) => {
+  // RFC 6455: a text frame that is not UTF-8 fails the WebSocket connection. The native server
+  // does exactly that. workerd instead decodes the frame lossily before the Worker sees it, so
+  // on the edge the echo channel answers with replacement characters. Either way the invalid
+  // bytes never come back and the server keeps serving.
+  test("text frame with invalid UTF-8: closed, or decoded lossily by the runtime", async (t) => {
     const { socket } = await openEngineWs(t, ENGINE_PATH, { autoPong: true });
     socket.ws.send(Buffer.from([0x34, 0xff, 0xfe, 0xc3]), { binary: false });
-    await socket.closed();
+    const outcome = await Promise.race([
+      socket.closed().then(() => "closed"),
+      socket.next().then((message) => message),
+    ]);
+    if (outcome !== "closed") {
+      assert.equal(typeof outcome, "string");
+      assert.match(outcome, /^4\uFFFD+$/u, `unexpected echo ${JSON.stringify(outcome)}`);
+    }
     await assertServerHealthy(t);
   });
 

@@ -13,10 +13,11 @@ export const DEFAULT_WAIT = 3000;
 export class RawSocket {
   /**
    * @param {string} url ws:// URL
-   * @param {{autoPong?: boolean}} options autoPong: answer Engine.IO pings
-   *   ("2") with pongs ("3") and hide them from the message queue.
+   * @param {{autoPong?: boolean, ignoreNoop?: boolean}} options autoPong: answer Engine.IO pings
+   *   ("2") with pongs ("3") and hide them from the message queue; ignoreNoop (default true):
+   *   drop Engine.IO noop packets ("6"), as clients do.
    */
-  constructor(url, { autoPong = false } = {}) {
+  constructor(url, { autoPong = false, ignoreNoop = true } = {}) {
     this.url = url;
     this.autoPong = autoPong;
     this.queue = [];
@@ -25,6 +26,7 @@ export class RawSocket {
     this.closeInfo = null;
     this.error = null;
     this.pingsSeen = 0;
+    this.ignoreNoop = ignoreNoop;
 
     this.ws = new WebSocket(url);
     this.opened = new Promise((resolve, reject) => {
@@ -35,12 +37,26 @@ export class RawSocket {
       this.ws.once("close", () => reject(new Error(`WebSocket ${url} closed before opening (${this.error?.message ?? "no error"})`)));
     });
     this.opened.catch(() => {}); // only an error when someone awaits it
+    this.clientClosing = false;
     this.closedPromise = new Promise((resolve) => {
-      this.ws.once("close", (code, reason) => {
-        this.closeInfo = { code, reason: reason.toString(), wasOpen: this.isOpen };
+      const finish = (code, reason) => {
+        if (this.closeInfo) return;
+        clearInterval(this.closeWatch);
+        this.closeInfo = { code, reason: String(reason), wasOpen: this.isOpen };
         for (const waiter of this.waiters.splice(0)) waiter.reject(new Error(`connection closed (code ${code}) while waiting for a message`));
         resolve(this.closeInfo);
-      });
+      };
+      this.ws.once("close", (code, reason) => finish(code, reason.toString()));
+      // The server's close frame is the server closing. `ws` only reports it once the TCP
+      // connection is gone, and workerd (Durable Objects) finishes that teardown late when the
+      // close comes from an alarm; browsers give up waiting after ~2 s. CLOSING without our own
+      // close() call means the close frame arrived.
+      this.closeWatch = setInterval(() => {
+        if (this.ws.readyState === WebSocket.CLOSING && !this.clientClosing) {
+          finish(this.ws._closeCode ?? 1005, "close frame received");
+          this.ws.terminate();
+        }
+      }, 20);
     });
     // e.g. "Unexpected server response: 404": recorded, the close follows.
     this.ws.on("error", (err) => {
@@ -48,6 +64,9 @@ export class RawSocket {
     });
     this.ws.on("message", (data, isBinary) => {
       const message = isBinary ? Buffer.from(data) : data.toString();
+      // Engine.IO noop: clients must ignore it. A Durable Object's WebSocket auto-response answers
+      // each pong with one, so the heartbeat costs the object no wake-up.
+      if (message === "6" && this.ignoreNoop) return;
       if (message === "2") {
         this.pingsSeen += 1;
         if (this.autoPong) {
@@ -120,6 +139,7 @@ export class RawSocket {
 
   /** Abrupt close, used for cleanup: never waits on the peer. */
   terminate() {
+    clearInterval(this.closeWatch);
     if (!this.closeInfo) this.ws.terminate();
   }
 }

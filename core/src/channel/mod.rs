@@ -725,6 +725,21 @@ impl Channel {
         }
     }
 
+    /// Whether [`Channel::handle_ws_open`] would accept a WebSocket with this `sid`, so a host can
+    /// refuse the upgrade with an HTTP error instead of accepting and closing at once. `None` for the
+    /// error is acceptance.
+    pub fn check_ws_open(&self, sid: Option<&str>) -> Option<EngineError> {
+        let sid = sid?;
+        match self.sessions.get(sid).map(|session| &session.transport) {
+            None => Some(EngineError::UnknownSid),
+            Some(Transport::Polling { .. }) => None,
+            // One WebSocket per session.
+            Some(Transport::Upgrading { .. } | Transport::WebSocket { .. }) => {
+                Some(EngineError::BadRequest)
+            }
+        }
+    }
+
     /// A text message arrived on WebSocket `conn`.
     pub fn handle_ws_text(&mut self, conn: ConnId, text: &str, now: u64) {
         let Some((sid, via)) = self.websocket_session(conn) else {
