@@ -36,6 +36,8 @@ pub struct Config {
     rules: Vec<ChannelRule>,
     /// Policy of the raw Engine.IO echo endpoint at `/engine.io/`, when enabled.
     engine_echo: Option<Arc<ChannelPolicy>>,
+    /// Test-only endpoints under `/__debug/` (reset a channel's memory, count wake-ups).
+    debug_endpoints: bool,
 }
 
 /// One `CHANNELS` entry: a pattern and the policy of every channel it matches.
@@ -145,6 +147,7 @@ pub mod keys {
     pub const CONNECT_TIMEOUT: &str = "CONNECT_TIMEOUT";
     pub const MAX_PAYLOAD: &str = "MAX_PAYLOAD";
     pub const ENGINE_IO_ECHO: &str = "ENGINE_IO_ECHO";
+    pub const DEBUG_ENDPOINTS: &str = "DEBUG_ENDPOINTS";
     pub const CHANNELS: &str = "CHANNELS";
     /// Every key above, for hosts that must look variables up one by one (the Worker environment
     /// cannot be enumerated).
@@ -154,6 +157,7 @@ pub mod keys {
         CONNECT_TIMEOUT,
         MAX_PAYLOAD,
         ENGINE_IO_ECHO,
+        DEBUG_ENDPOINTS,
         CHANNELS,
     ];
 }
@@ -255,33 +259,28 @@ impl Config {
         // Most specific first: a literal segment beats a parameter at the first place they differ.
         rules.sort_by_key(|rule| std::cmp::Reverse(rule.pattern.specificity()));
 
-        let engine_echo = match vars.get(keys::ENGINE_IO_ECHO) {
-            None | Some(Value::Bool(false)) => None,
-            Some(Value::String(text)) if text == "false" => None,
-            Some(Value::Bool(true)) => Some(()),
-            Some(Value::String(text)) if text == "true" => Some(()),
-            Some(other) => {
-                return Err(ConfigError::new(
-                    keys::ENGINE_IO_ECHO,
-                    format!("expected true or false, got {other}"),
-                ));
-            }
-        }
-        .map(|()| {
-            Arc::new(ChannelPolicy {
-                behaviour: BehaviourKind::EngineEcho,
-                relay: RelayMode::None,
-                namespaces: vec!["/".into()],
-                client_rooms: false,
-                ping_interval_ms: defaults.ping_interval_ms,
-                ping_timeout_ms: defaults.ping_timeout_ms,
-                connect_timeout_ms: defaults.connect_timeout_ms,
-                max_payload: defaults.max_payload,
-                allowed_origins: vec!["*".into()],
-            })
-        });
+        let debug_endpoints =
+            optional_bool(vars.get(keys::DEBUG_ENDPOINTS), keys::DEBUG_ENDPOINTS)?;
+        let engine_echo = optional_bool(vars.get(keys::ENGINE_IO_ECHO), keys::ENGINE_IO_ECHO)?
+            .then(|| {
+                Arc::new(ChannelPolicy {
+                    behaviour: BehaviourKind::EngineEcho,
+                    relay: RelayMode::None,
+                    namespaces: vec!["/".into()],
+                    client_rooms: false,
+                    ping_interval_ms: defaults.ping_interval_ms,
+                    ping_timeout_ms: defaults.ping_timeout_ms,
+                    connect_timeout_ms: defaults.connect_timeout_ms,
+                    max_payload: defaults.max_payload,
+                    allowed_origins: vec!["*".into()],
+                })
+            });
 
-        Ok(Config { rules, engine_echo })
+        Ok(Config {
+            rules,
+            engine_echo,
+            debug_endpoints,
+        })
     }
 
     /// Parses a JSON object of vars (the form of [`EMBEDDED_DEFAULT_VARS`]).
@@ -301,6 +300,7 @@ impl Config {
         Config::from_json(EMBEDDED_DEFAULT_VARS).unwrap_or_else(|_| Config {
             rules: Vec::new(),
             engine_echo: None,
+            debug_endpoints: false,
         })
     }
 
@@ -316,6 +316,11 @@ impl Config {
     /// The policy of the raw Engine.IO echo endpoint, if enabled.
     pub fn engine_echo(&self) -> Option<&Arc<ChannelPolicy>> {
         self.engine_echo.as_ref()
+    }
+
+    /// Whether the test-only `/__debug/` endpoints are enabled (`DEBUG_ENDPOINTS = true`).
+    pub fn debug_endpoints(&self) -> bool {
+        self.debug_endpoints
     }
 
     pub fn rules(&self) -> &[ChannelRule] {
@@ -403,6 +408,19 @@ fn validate_engine_numbers(values: &Defaults, prefix: &str) -> Result<(), Config
         }
     }
     Ok(())
+}
+
+fn optional_bool(value: Option<&Value>, key: &str) -> Result<bool, ConfigError> {
+    match value {
+        None | Some(Value::Bool(false)) => Ok(false),
+        Some(Value::Bool(true)) => Ok(true),
+        Some(Value::String(text)) if text == "false" => Ok(false),
+        Some(Value::String(text)) if text == "true" => Ok(true),
+        Some(other) => Err(ConfigError::new(
+            key,
+            format!("expected true or false, got {other}"),
+        )),
+    }
 }
 
 /// A non-negative integer, written as a number or as a string of digits (Worker vars are often strings).

@@ -83,6 +83,14 @@ pub enum Route {
     EngineEcho,
     /// A path under `/socket.io/` whose channel name is malformed.
     BadChannelName(String),
+    /// `POST /emit`.
+    Emit,
+    /// `GET /channels/<channel>` (`/channels/` alone is the default channel).
+    ChannelInfo(String),
+    /// `GET /healthz`.
+    Health,
+    /// `/__debug/<action>/<channel>`: test-only endpoints, when enabled.
+    Debug { action: String, channel: String },
     /// Anything else.
     NotFound,
 }
@@ -90,6 +98,29 @@ pub enum Route {
 /// Maps a request path to its endpoint. `/socket.io/chats/42/` → channel `chats/42`; `/socket.io/` →
 /// the default channel. The trailing slash is optional.
 pub fn route(path: &str) -> Route {
+    match path {
+        "/emit" => return Route::Emit,
+        "/healthz" => return Route::Health,
+        _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/channels") {
+        return match channel_from_rest(rest) {
+            Some(Ok(channel)) => Route::ChannelInfo(channel),
+            Some(Err(problem)) => Route::BadChannelName(problem),
+            None => Route::NotFound,
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/__debug/") {
+        let (action, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        return match channel_from_rest(&format!("/{rest}")) {
+            Some(Ok(channel)) => Route::Debug {
+                action: action.to_string(),
+                channel,
+            },
+            Some(Err(problem)) => Route::BadChannelName(problem),
+            None => Route::NotFound,
+        };
+    }
     if let Some(rest) = path.strip_prefix(ENGINE_IO_PATH) {
         if rest.is_empty() || rest == "/" {
             return Route::EngineEcho;
@@ -99,17 +130,24 @@ pub fn route(path: &str) -> Route {
     let Some(rest) = path.strip_prefix(SOCKET_IO_PREFIX) else {
         return Route::NotFound;
     };
+    match channel_from_rest(rest) {
+        Some(Ok(channel)) => Route::Channel(channel),
+        Some(Err(problem)) => Route::BadChannelName(problem),
+        None => Route::NotFound,
+    }
+}
+
+/// The channel named by what follows a prefix: `""` or `"/"` is the default channel, `"/a/b/"` is
+/// `a/b`; `None` when the rest does not start a new path segment.
+fn channel_from_rest(rest: &str) -> Option<Result<String, String>> {
     let channel = match rest {
         "" | "/" => "",
-        _ => match rest.strip_prefix('/') {
-            Some(inner) => inner.strip_suffix('/').unwrap_or(inner),
-            None => return Route::NotFound,
-        },
+        _ => {
+            let inner = rest.strip_prefix('/')?;
+            inner.strip_suffix('/').unwrap_or(inner)
+        }
     };
-    match validate_channel_name(channel) {
-        Ok(()) => Route::Channel(channel.to_string()),
-        Err(problem) => Route::BadChannelName(problem),
-    }
+    Some(validate_channel_name(channel).map(|()| channel.to_string()))
 }
 
 /// The Engine.IO transport a request asks for.
@@ -277,6 +315,21 @@ mod tests {
         assert_eq!(route("/engine.io/"), Route::EngineEcho);
         assert_eq!(route("/socket.iox/"), Route::NotFound);
         assert_eq!(route("/other"), Route::NotFound);
+        assert_eq!(route("/emit"), Route::Emit);
+        assert_eq!(route("/healthz"), Route::Health);
+        assert_eq!(
+            route("/channels/chats/1"),
+            Route::ChannelInfo("chats/1".into())
+        );
+        assert_eq!(route("/channels/"), Route::ChannelInfo(String::new()));
+        assert_eq!(route("/channelsx"), Route::NotFound);
+        assert_eq!(
+            route("/__debug/reset/chats/1"),
+            Route::Debug {
+                action: "reset".into(),
+                channel: "chats/1".into()
+            }
+        );
         assert!(matches!(
             route("/socket.io/a//b/"),
             Route::BadChannelName(_)

@@ -14,7 +14,10 @@
 //! - [`behaviour`]: what a channel does with client events (relay, or the protocol test servers).
 //! - [`config`]: channel patterns and policies, read from `wrangler.toml` `[vars]`.
 //! - [`http`]: URL routing, Engine.IO query parsing, error bodies and CORS, shared by both hosts.
+//! - [`api`]: the backend's HTTP API (`POST /emit`, `GET /channels/<channel>`): parsing, validation,
+//!   authentication and answers.
 
+pub mod api;
 pub mod behaviour;
 pub mod channel;
 pub mod config;

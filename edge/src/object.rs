@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
+use switchboard_core::api::ChannelEmit;
 use switchboard_core::channel::{Channel, ConnId, Output, RandomSource, SessionSnapshot};
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::frame::FrameKind;
@@ -25,6 +26,9 @@ use crate::env_config::config;
 
 /// Object name of the raw Engine.IO echo endpoint; channel names never start with '/'.
 pub const ENGINE_ECHO_OBJECT: &str = "/engine.io";
+/// Path prefix of the Worker's calls to an object (`/__internal/<action>/<channel>`). Client requests
+/// never carry it: the Worker forwards only `/socket.io/` paths.
+pub const INTERNAL_PREFIX: &str = "/__internal/";
 
 #[wasm_bindgen]
 extern "C" {
@@ -82,6 +86,16 @@ pub struct ChannelObject {
     live: RefCell<Option<Live>>,
     /// The alarm last requested, so unchanged deadlines cost no storage call.
     alarm_at: Cell<Option<u64>>,
+    /// Wake-ups since this instance was constructed, by entry point (the debug stats endpoint).
+    wakeups: RefCell<Wakeups>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Wakeups {
+    requests: u64,
+    websocket_messages: u64,
+    websocket_closes: u64,
+    alarms: u64,
 }
 
 impl DurableObject for ChannelObject {
@@ -97,11 +111,18 @@ impl DurableObject for ChannelObject {
             env,
             live: RefCell::new(None),
             alarm_at: Cell::new(None),
+            wakeups: RefCell::new(Wakeups::default()),
         }
     }
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
         let url = request.url()?;
+        if let Some(rest) = url.path().strip_prefix(INTERNAL_PREFIX) {
+            let (action, channel) = rest.split_once('/').unwrap_or((rest, ""));
+            let body = request.bytes().await.unwrap_or_default();
+            return self.internal(action, channel, &body).await;
+        }
+        self.wakeups.borrow_mut().requests += 1;
         let key = match core_http::route(url.path()) {
             Route::Channel(channel) => channel,
             Route::EngineEcho => ENGINE_ECHO_OBJECT.to_string(),
@@ -185,6 +206,7 @@ impl DurableObject for ChannelObject {
         ws: WebSocket,
         message: WebSocketIncomingMessage,
     ) -> worker::Result<()> {
+        self.wakeups.borrow_mut().websocket_messages += 1;
         self.ensure_live(None);
         let Some(conn) = self.conn_of(&ws) else {
             return Ok(());
@@ -225,6 +247,7 @@ impl DurableObject for ChannelObject {
     }
 
     async fn alarm(&self) -> worker::Result<Response> {
+        self.wakeups.borrow_mut().alarms += 1;
         self.alarm_at.set(None);
         self.ensure_live(None);
         {
@@ -248,6 +271,71 @@ impl DurableObject for ChannelObject {
 }
 
 impl ChannelObject {
+    /// The Worker's calls: server emits, occupancy, and the test-only rebuild and stats.
+    async fn internal(&self, action: &str, channel: &str, body: &[u8]) -> worker::Result<Response> {
+        let Some(policy) = self.policy(channel)? else {
+            return to_worker_response(core_http::unknown_channel_response(channel));
+        };
+        let json = |value: serde_json::Value| to_worker_response(HttpResponse::json(200, &value));
+        match action {
+            "emit" => {
+                let Ok(emit) = serde_json::from_slice::<ChannelEmit>(body) else {
+                    return to_worker_response(HttpResponse::text(400, "bad internal emit"));
+                };
+                self.ensure_live(Some((channel, &policy)));
+                let result = {
+                    let mut guard = self.live.borrow_mut();
+                    match guard.as_mut() {
+                        Some(live) => live.channel.emit(emit.to_server_emit(), now_ms()),
+                        None => Ok(0),
+                    }
+                };
+                self.carry_out().await;
+                match result {
+                    Ok(delivered) => json(serde_json::json!({ "delivered": delivered })),
+                    Err(error) => to_worker_response(HttpResponse::json(
+                        400,
+                        &serde_json::json!({ "error": "invalid_request", "message": error.to_string() }),
+                    )),
+                }
+            }
+            "occupancy" => {
+                self.ensure_live(Some((channel, &policy)));
+                let occupancy = self
+                    .live
+                    .borrow()
+                    .as_ref()
+                    .map(|live| live.channel.occupancy())
+                    .unwrap_or_default();
+                json(serde_json::to_value(occupancy).unwrap_or_default())
+            }
+            "rebuild" => {
+                // Forget everything in memory, as hibernation does, and rebuild from the sockets'
+                // attachments right away.
+                *self.live.borrow_mut() = None;
+                self.ensure_live(Some((channel, &policy)));
+                let sessions = self
+                    .live
+                    .borrow()
+                    .as_ref()
+                    .map_or(0, |live| live.channel.session_count());
+                self.carry_out().await;
+                json(serde_json::json!({ "rebuilt_sessions": sessions }))
+            }
+            "stats" => {
+                let mut stats = serde_json::to_value(&*self.wakeups.borrow()).unwrap_or_default();
+                stats["sessions"] = self
+                    .live
+                    .borrow()
+                    .as_ref()
+                    .map_or(0, |live| live.channel.session_count())
+                    .into();
+                json(stats)
+            }
+            _ => to_worker_response(HttpResponse::text(404, "unknown action")),
+        }
+    }
+
     fn policy(&self, key: &str) -> worker::Result<Option<Arc<ChannelPolicy>>> {
         let config = config(&self.env)?;
         Ok(if key == ENGINE_ECHO_OBJECT {
@@ -330,6 +418,7 @@ impl ChannelObject {
     }
 
     async fn socket_gone(&self, ws: WebSocket) {
+        self.wakeups.borrow_mut().websocket_closes += 1;
         self.ensure_live(None);
         if let Some(conn) = self.conn_of(&ws) {
             let mut guard = self.live.borrow_mut();

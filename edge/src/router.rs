@@ -1,10 +1,12 @@
 //! The Worker: a stateless router in front of one Durable Object per channel.
 
+use switchboard_core::api::{self, API_SECRET_VAR, ApiError, ChannelEmit, Occupancy};
+use switchboard_core::config::Config;
 use switchboard_core::http::{self as core_http, EngineError, HttpResponse, Method, Route};
-use worker::{Context, Env, Request, Response, event};
+use worker::{Context, Env, Request, RequestInit, Response, event};
 
 use crate::env_config::config;
-use crate::object::{ENGINE_ECHO_OBJECT, to_worker_response};
+use crate::object::{ENGINE_ECHO_OBJECT, INTERNAL_PREFIX, to_worker_response};
 
 /// Durable Object binding of the channel class (see `wrangler.toml`).
 pub const CHANNELS_BINDING: &str = "CHANNEL_OBJECTS";
@@ -21,7 +23,15 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         }
     };
     let url = request.url()?;
-    let (object_name, policy) = match core_http::route(url.path()) {
+    let route = core_http::route(url.path());
+    match route {
+        Route::Emit | Route::ChannelInfo(_) | Route::Health | Route::Debug { .. } => {
+            let response = api_request(request, &env, &config, route).await;
+            return to_worker_response(response.unwrap_or_else(|error| error.response()));
+        }
+        _ => {}
+    }
+    let (object_name, policy) = match route {
         Route::Channel(channel) => match config.policy_for(&channel) {
             Some(policy) => (channel, policy.clone()),
             // Refused here, before any Durable Object exists for the name.
@@ -34,7 +44,7 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         Route::BadChannelName(problem) => {
             return to_worker_response(core_http::bad_channel_response(&problem));
         }
-        Route::NotFound => return to_worker_response(HttpResponse::text(404, "not found")),
+        _ => return to_worker_response(HttpResponse::text(404, "not found")),
     };
     let origin = request.headers().get("origin")?;
     let method = Method::parse(request.method().as_ref());
@@ -59,4 +69,105 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     let namespace = env.durable_object(CHANNELS_BINDING)?;
     let stub = namespace.id_from_name(&object_name)?.get_stub()?;
     stub.fetch_with_request(request).await
+}
+
+/// The backend's HTTP API. The Worker authenticates and validates; each channel's Durable Object
+/// delivers and counts.
+async fn api_request(
+    mut request: Request,
+    env: &Env,
+    config: &Config,
+    route: Route,
+) -> Result<HttpResponse, ApiError> {
+    let method = request.method();
+    if let Route::Health = route {
+        return Ok(api::health_response());
+    }
+    if let Route::Debug { action, channel } = route {
+        if !config.debug_endpoints() {
+            return Ok(HttpResponse::text(404, "not found"));
+        }
+        if config.policy_for(&channel).is_none() {
+            return Err(ApiError::unknown_channel("channel", &channel));
+        }
+        return internal_call(env, &channel, &action, None).await;
+    }
+    match (&route, &method) {
+        (Route::Emit, worker::Method::Post) | (Route::ChannelInfo(_), worker::Method::Get) => {}
+        (Route::Emit, _) => return Err(ApiError::method_not_allowed("POST")),
+        _ => return Err(ApiError::method_not_allowed("GET")),
+    }
+    let authorization = request.headers().get("authorization").ok().flatten();
+    let secret = secret(env);
+    api::authorize(authorization.as_deref(), secret.as_deref())?;
+    match route {
+        Route::Emit => {
+            let body = request.bytes().await.unwrap_or_default();
+            let emits = api::parse_emit(&body, config)?;
+            let mut delivered = Vec::with_capacity(emits.len());
+            for emit in &emits {
+                let answer = internal_call(env, &emit.channel, "emit", Some(emit)).await?;
+                let count = serde_json::from_slice::<serde_json::Value>(&answer.body)
+                    .ok()
+                    .and_then(|value| value["delivered"].as_u64())
+                    .unwrap_or(0);
+                delivered.push((emit.channel.clone(), count as usize));
+            }
+            Ok(api::emit_response(&delivered))
+        }
+        Route::ChannelInfo(channel) => {
+            if config.policy_for(&channel).is_none() {
+                return Err(ApiError::unknown_channel("channel", &channel));
+            }
+            let answer = internal_call(env, &channel, "occupancy", None).await?;
+            let occupancy: Occupancy = serde_json::from_slice(&answer.body).unwrap_or_default();
+            Ok(api::occupancy_response(&channel, &occupancy))
+        }
+        _ => Ok(HttpResponse::text(404, "not found")),
+    }
+}
+
+fn secret(env: &Env) -> Option<String> {
+    js_sys::Reflect::get(env.as_ref(), &API_SECRET_VAR.into())
+        .ok()
+        .and_then(|value| value.as_string())
+}
+
+/// Calls a channel's Durable Object on a path only the Worker can reach (the Worker forwards client
+/// requests only under `/socket.io/`).
+async fn internal_call(
+    env: &Env,
+    channel: &str,
+    action: &str,
+    emit: Option<&ChannelEmit>,
+) -> Result<HttpResponse, ApiError> {
+    let unavailable = |err: worker::Error| ApiError {
+        status: 502,
+        code: "channel_unavailable",
+        field: None,
+        message: format!("the channel's Durable Object did not answer: {err}"),
+    };
+    let url = format!("https://channel{INTERNAL_PREFIX}{action}/{channel}");
+    let mut init = RequestInit::new();
+    init.with_method(worker::Method::Post);
+    if let Some(emit) = emit {
+        let body = serde_json::to_string(emit).unwrap_or_default();
+        init.with_body(Some(body.into()));
+    }
+    let request = Request::new_with_init(&url, &init).map_err(unavailable)?;
+    let namespace = env.durable_object(CHANNELS_BINDING).map_err(unavailable)?;
+    let stub = namespace
+        .id_from_name(channel)
+        .and_then(|id| id.get_stub())
+        .map_err(unavailable)?;
+    let mut response = stub
+        .fetch_with_request(request)
+        .await
+        .map_err(unavailable)?;
+    let body = response.bytes().await.map_err(unavailable)?;
+    Ok(HttpResponse {
+        status: response.status_code(),
+        headers: vec![("content-type", "application/json".into())],
+        body: body.into(),
+    })
 }

@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard_core::channel::{Channel, ConnId, Frames, Output, RandomSource};
+use switchboard_core::api::Occupancy;
+use switchboard_core::channel::{
+    Channel, ConnId, EmitError, Frames, Output, RandomSource, ServerEmit,
+};
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::http::{HttpResponse, Method};
 use tokio::sync::{mpsc, oneshot};
@@ -62,6 +65,24 @@ pub enum Command {
     },
     /// Close every session (server shutting down).
     Shutdown,
+    /// A server-side emit (the HTTP API); answers with the number of sockets reached.
+    Emit {
+        emit: ServerEmit,
+        reply: oneshot::Sender<Result<usize, EmitError>>,
+    },
+    /// Connections, sockets and rooms, for `GET /channels/<channel>`.
+    Occupancy {
+        reply: oneshot::Sender<Occupancy>,
+    },
+    /// Test-only: drop the channel's in-memory state and rebuild it from the WebSocket sessions'
+    /// snapshots, exactly as a Durable Object does after hibernation.
+    Rebuild {
+        reply: oneshot::Sender<usize>,
+    },
+    /// Test-only: how many inputs of each kind the channel task handled.
+    Stats {
+        reply: oneshot::Sender<serde_json::Value>,
+    },
 }
 
 /// Milliseconds on a monotonic clock shared by all channels.
@@ -161,6 +182,16 @@ impl Registry {
         }
     }
 
+    /// Delivers `command` only if the channel has a live task; an idle channel has no sockets to
+    /// reach, so emits and queries need not start one. Returns whether it was delivered.
+    pub async fn send_if_live(&self, key: &str, command: Command) -> bool {
+        let sender = self.lock().get(key).map(|live| live.sender.clone());
+        match sender {
+            Some(sender) => sender.send(command).await.is_ok(),
+            None => false,
+        }
+    }
+
     pub fn live_channels(&self) -> usize {
         self.lock().len()
     }
@@ -193,6 +224,7 @@ impl Registry {
             registry: registry.clone(),
             websockets: HashMap::new(),
             waiting: HashMap::new(),
+            stats: Stats::default(),
         };
         tokio::spawn(actor.run());
         tracing::debug!(channel = key, "channel task started");
@@ -228,6 +260,15 @@ struct ChannelActor {
     websockets: HashMap<ConnId, mpsc::Sender<Outbound>>,
     /// HTTP handlers waiting for their answer.
     waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
+    stats: Stats,
+}
+
+/// Inputs handled, by kind (for the test-only stats endpoint).
+#[derive(Debug, Default)]
+struct Stats {
+    requests: u64,
+    websocket_messages: u64,
+    timers: u64,
 }
 
 impl ChannelActor {
@@ -242,6 +283,7 @@ impl ChannelActor {
                     None => break,
                 },
                 () = sleep_until_ms(timer), if timer.is_some() => {
+                    self.stats.timers += 1;
                     self.channel.handle_timeout(now_ms());
                 }
                 () = tokio::time::sleep_until(linger.unwrap_or_else(Instant::now).into()), if linger.is_some() => {
@@ -271,6 +313,7 @@ impl ChannelActor {
                 body,
                 reply,
             } => {
+                self.stats.requests += 1;
                 self.waiting.insert(request, reply);
                 self.channel.handle_polling(
                     request,
@@ -294,13 +337,51 @@ impl ChannelActor {
                 self.websockets.insert(conn, outbound);
                 self.channel.handle_ws_open(conn, sid.as_deref(), now);
             }
-            Command::WsText { conn, text } => self.channel.handle_ws_text(conn, text.as_str(), now),
-            Command::WsBinary { conn, bytes } => self.channel.handle_ws_binary(conn, bytes, now),
+            Command::WsText { conn, text } => {
+                self.stats.websocket_messages += 1;
+                self.channel.handle_ws_text(conn, text.as_str(), now);
+            }
+            Command::WsBinary { conn, bytes } => {
+                self.stats.websocket_messages += 1;
+                self.channel.handle_ws_binary(conn, bytes, now);
+            }
             Command::WsClosed { conn } => {
                 self.websockets.remove(&conn);
                 self.channel.handle_ws_closed(conn, now);
             }
             Command::Shutdown => self.channel.close_all(),
+            Command::Emit { emit, reply } => {
+                let _ = reply.send(self.channel.emit(emit, now));
+            }
+            Command::Occupancy { reply } => {
+                let _ = reply.send(self.channel.occupancy());
+            }
+            Command::Rebuild { reply } => {
+                let snapshots = self.channel.snapshots();
+                let count = snapshots.len();
+                // Polling sessions and probes cannot be rebuilt; their connections go, as on the
+                // edge.
+                let keep: std::collections::HashSet<ConnId> =
+                    snapshots.iter().map(|(conn, _)| *conn).collect();
+                self.websockets.retain(|conn, _| keep.contains(conn));
+                self.waiting.clear();
+                self.channel = Channel::restore(
+                    self.key.clone(),
+                    self.policy.clone(),
+                    Box::new(OsRandom),
+                    snapshots,
+                    now,
+                );
+                let _ = reply.send(count);
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(serde_json::json!({
+                    "requests": self.stats.requests,
+                    "websocket_messages": self.stats.websocket_messages,
+                    "timers": self.stats.timers,
+                    "sessions": self.channel.session_count(),
+                }));
+            }
         }
     }
 

@@ -13,6 +13,7 @@
 //! reconnect elsewhere, and waits for in-flight requests to finish.
 
 pub mod actor;
+pub mod api;
 pub mod settings;
 pub mod transport;
 
@@ -32,9 +33,19 @@ use crate::transport::{AppState, engine_endpoint};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The HTTP application.
-pub fn app(config: Arc<Config>, registry: Arc<Registry>) -> Router {
-    let state = AppState { config, registry };
+pub fn app(config: Arc<Config>, registry: Arc<Registry>, api_secret: Option<Arc<str>>) -> Router {
+    let state = AppState {
+        config,
+        registry,
+        api_secret,
+    };
     Router::new()
+        .route("/emit", any(api::api_endpoint))
+        .route("/healthz", any(api::api_endpoint))
+        .route("/channels", any(api::api_endpoint))
+        .route("/channels/", any(api::api_endpoint))
+        .route("/channels/{*rest}", any(api::api_endpoint))
+        .route("/__debug/{*rest}", any(api::api_endpoint))
         .route("/socket.io", any(engine_endpoint))
         .route("/socket.io/", any(engine_endpoint))
         .route("/socket.io/{*rest}", any(engine_endpoint))
@@ -44,13 +55,15 @@ pub fn app(config: Arc<Config>, registry: Arc<Registry>) -> Router {
 }
 
 /// Serves on `listener` until `shutdown` resolves, then closes all sessions gracefully.
+/// `api_secret` authenticates the HTTP API (`None` disables it).
 pub async fn serve(
     listener: TcpListener,
     config: Arc<Config>,
+    api_secret: Option<Arc<str>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = Registry::new();
-    let app = app(config, registry.clone());
+    let app = app(config, registry.clone(), api_secret);
     let (closing_tx, closing_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use switchboard_core::api::API_SECRET_VAR;
 use switchboard_native::settings::{self, Source};
 use tracing_subscriber::EnvFilter;
 
@@ -61,10 +62,35 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
+    let api_secret = match std::env::var(API_SECRET_VAR) {
+        Ok(secret) if !secret.is_empty() => secret,
+        _ => {
+            // A fresh secret per run keeps the API usable locally without ever leaving it open.
+            let secret = random_secret()?;
+            tracing::info!(
+                "{API_SECRET_VAR} is not set; the HTTP API secret for this run is {secret} \
+                 (set {API_SECRET_VAR} to choose one)"
+            );
+            secret
+        }
+    };
     tracing::info!("switchboard listening on http://{address}");
-    switchboard_native::serve(listener, Arc::new(config), shutdown_signal()).await?;
+    switchboard_native::serve(
+        listener,
+        Arc::new(config),
+        Some(Arc::from(api_secret)),
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// 32 random characters from the operating system's generator.
+fn random_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no randomness: {err}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()[..32].to_string())
 }
 
 /// Ctrl-C, or SIGTERM on Unix (what process managers send).

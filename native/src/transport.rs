@@ -24,6 +24,8 @@ use crate::actor::{Command, OUTBOUND_QUEUE, Outbound, Registry, next_conn_id};
 pub struct AppState {
     pub config: Arc<Config>,
     pub registry: Arc<Registry>,
+    /// The bearer secret of the HTTP API.
+    pub api_secret: Option<Arc<str>>,
 }
 
 /// Registry key of the raw Engine.IO echo endpoint; channel names never start with '/'.
@@ -44,7 +46,7 @@ pub async fn engine_endpoint(State(state): State<AppState>, request: Request) ->
         Route::BadChannelName(problem) => {
             return to_axum(core_http::bad_channel_response(&problem));
         }
-        Route::NotFound => return StatusCode::NOT_FOUND.into_response(),
+        _ => return StatusCode::NOT_FOUND.into_response(),
     };
     let origin = header_text(request.headers(), header::ORIGIN);
     let method = Method::parse(request.method().as_str());

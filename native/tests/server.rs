@@ -22,9 +22,14 @@ async fn start() -> Server {
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let config = Arc::new(Config::embedded_default());
-    let task = tokio::spawn(switchboard_native::serve(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(switchboard_native::serve(
+        listener,
+        config,
+        Some(Arc::from("test-secret")),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Server {
         address,
         stop: Some(stop),

@@ -19,6 +19,12 @@ export function toWs(url) {
   return url.replace(/^http/, "ws");
 }
 
+/** Which target runs the servers: "native" or "edge" (set by tests/run.sh). */
+export const TARGET = process.env.SWITCHBOARD_TARGET || "native";
+
+/** The API secret the conformance servers are started with (tests/run.sh). */
+export const API_SECRET = process.env.SWITCHBOARD_API_SECRET || "conformance-secret";
+
 /** Values the conformance configuration announces / enforces. */
 export const CONF = {
   pingInterval: 300,

@@ -347,6 +347,40 @@ impl Channel {
             .unwrap_or_default()
     }
 
+    /// Connections, sockets and room sizes, for `GET /channels/<channel>`.
+    pub fn occupancy(&self) -> crate::api::Occupancy {
+        crate::api::Occupancy {
+            connections: self.sessions.len(),
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|(name, namespace)| {
+                    let rooms = namespace
+                        .rooms
+                        .iter()
+                        .map(|(room, members)| (room.clone(), members.len()))
+                        .collect();
+                    (
+                        name.clone(),
+                        crate::api::NamespaceOccupancy {
+                            sockets: namespace.sockets.len(),
+                            rooms,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Snapshots of every WebSocket session, keyed by connection: what a restarted host rebuilds
+    /// from (see [`Channel::restore`]).
+    pub fn snapshots(&self) -> Vec<(ConnId, SessionSnapshot)> {
+        self.websockets
+            .keys()
+            .filter_map(|conn| Some((*conn, self.snapshot(*conn)?)))
+            .collect()
+    }
+
     /// True when nothing is open or pending: the host may drop the channel.
     pub fn is_idle(&self) -> bool {
         self.sessions.is_empty() && self.outputs.is_empty()

@@ -1,0 +1,554 @@
+//! The HTTP API an application backend calls: `POST /emit`, `GET /channels/<channel>`, `GET /healthz`.
+//!
+//! Parsing, validation, authentication and the shape of every answer live here; hosts only move the
+//! validated [`ChannelEmit`]s to the right channel and collect the delivered counts.
+//!
+//! ```text
+//! POST /emit
+//! Authorization: Bearer <API_SECRET>
+//! { "channel": "chats/42", "event": "message", "data": {"text": "hi"},
+//!   "namespace": "/", "rooms": ["moderators"], "except": ["<socket id>"] }
+//! → 200 { "delivered": 3, "channels": { "chats/42": { "delivered": 3 } } }
+//! ```
+//!
+//! `"channels": [..]` instead of `"channel"` sends the same event to several channels (a batch);
+//! `"args": [..]` instead of `"data"` passes several arguments.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::behaviour::RESERVED_PREFIX;
+use crate::channel::ServerEmit;
+use crate::config::{Config, validate_channel_name};
+use crate::http::HttpResponse;
+
+/// Name of the secret (a Worker secret, or an environment variable natively) that authenticates the
+/// API.
+pub const API_SECRET_VAR: &str = "API_SECRET";
+/// Most channels one batch emit may name.
+pub const MAX_BATCH_CHANNELS: usize = 100;
+/// Largest accepted request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 1_000_000;
+
+/// Event names socket.io-client treats specially; never emitted as events.
+const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// An API error: the HTTP status, a machine-readable code, the request field at fault (if one is),
+/// and a sentence for humans.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ApiError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            code: "invalid_request",
+            field: Some(field.to_string()),
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self {
+            status: 401,
+            code: "unauthorized",
+            field: None,
+            message: "missing or wrong bearer secret: send `Authorization: Bearer <API_SECRET>`"
+                .into(),
+        }
+    }
+
+    pub fn not_configured() -> Self {
+        Self {
+            status: 503,
+            code: "api_disabled",
+            field: None,
+            message: format!(
+                "the HTTP API is disabled until the {API_SECRET_VAR} secret is set \
+                 (.dev.vars or `wrangler secret put {API_SECRET_VAR}` on Cloudflare, an \
+                 environment variable natively)"
+            ),
+        }
+    }
+
+    pub fn unknown_channel(field: &str, channel: &str) -> Self {
+        Self {
+            status: 404,
+            code: "unknown_channel",
+            field: Some(field.to_string()),
+            message: format!("no configured channel pattern matches {channel:?}"),
+        }
+    }
+
+    pub fn method_not_allowed(allowed: &str) -> Self {
+        Self {
+            status: 405,
+            code: "method_not_allowed",
+            field: None,
+            message: format!("use {allowed}"),
+        }
+    }
+
+    pub fn response(&self) -> HttpResponse {
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let Some(field) = &self.field {
+            body["field"] = Value::String(field.clone());
+        }
+        let response = HttpResponse::json(self.status, &body);
+        if self.status == 401 {
+            response.with_header("www-authenticate", "Bearer")
+        } else {
+            response
+        }
+    }
+}
+
+/// Checks an `Authorization` header against the configured secret, in constant time. `None` for the
+/// secret means the API is not configured.
+pub fn authorize(header: Option<&str>, secret: Option<&str>) -> Result<(), ApiError> {
+    let Some(secret) = secret.filter(|secret| !secret.is_empty()) else {
+        return Err(ApiError::not_configured());
+    };
+    let presented = header
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Equal lengths are compared byte by byte in constant time; a length mismatch is rejected the
+    // same way without revealing where the strings differ.
+    if bool::from(presented.as_bytes().ct_eq(secret.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// One channel's part of an emit, validated against that channel's policy. Serializable so the
+/// Worker can hand it to the channel's Durable Object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelEmit {
+    pub channel: String,
+    pub namespace: String,
+    /// The event array: name first, then the arguments.
+    pub args: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rooms: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
+}
+
+impl ChannelEmit {
+    pub fn to_server_emit(&self) -> ServerEmit {
+        ServerEmit {
+            namespace: self.namespace.clone(),
+            args: self.args.clone(),
+            attachments: Vec::new(),
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+        }
+    }
+}
+
+/// Parses and validates a `POST /emit` body into one [`ChannelEmit`] per channel.
+pub fn parse_emit(body: &[u8], config: &Config) -> Result<Vec<ChannelEmit>, ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError {
+            status: 413,
+            code: "payload_too_large",
+            field: None,
+            message: format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+        });
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| ApiError::invalid("body", format!("not valid JSON: {err}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::invalid("body", "expected a JSON object"));
+    };
+    const KNOWN: &[&str] = &[
+        "channel",
+        "channels",
+        "event",
+        "data",
+        "args",
+        "namespace",
+        "rooms",
+        "except",
+    ];
+    if let Some(unknown) = fields.keys().find(|key| !KNOWN.contains(&key.as_str())) {
+        return Err(ApiError::invalid(
+            unknown,
+            format!("unknown field; expected one of {}", KNOWN.join(", ")),
+        ));
+    }
+
+    let channels = match (fields.remove("channel"), fields.remove("channels")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "channels",
+                "give either `channel` or `channels`, not both",
+            ));
+        }
+        (Some(channel), None) => vec![(channel_name(&channel, "channel")?, "channel")],
+        (None, Some(Value::Array(list))) => {
+            if list.is_empty() || list.len() > MAX_BATCH_CHANNELS {
+                return Err(ApiError::invalid(
+                    "channels",
+                    format!("expected 1 to {MAX_BATCH_CHANNELS} channel names"),
+                ));
+            }
+            let mut names = Vec::with_capacity(list.len());
+            for channel in &list {
+                let name = channel_name(channel, "channels")?;
+                if names.iter().any(|(existing, _)| existing == &name) {
+                    return Err(ApiError::invalid(
+                        "channels",
+                        format!("{name:?} is listed twice"),
+                    ));
+                }
+                names.push((name, "channels"));
+            }
+            names
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "channels",
+                "expected an array of channel names",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "channel",
+                "missing: name the channel (`channel`) or channels (`channels`)",
+            ));
+        }
+    };
+
+    let event = match fields.remove("event") {
+        Some(Value::String(event)) if !event.is_empty() => event,
+        Some(_) => return Err(ApiError::invalid("event", "expected a non-empty string")),
+        None => return Err(ApiError::invalid("event", "missing: the event name")),
+    };
+    if RESERVED_EVENTS.contains(&event.as_str()) || event.starts_with(RESERVED_PREFIX) {
+        return Err(ApiError::invalid(
+            "event",
+            format!("{event:?} is reserved and cannot be emitted"),
+        ));
+    }
+    let mut args = vec![Value::String(event)];
+    match (fields.remove("data"), fields.remove("args")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "args",
+                "give either `data` (one argument) or `args` (several), not both",
+            ));
+        }
+        (Some(data), None) => args.push(data),
+        (None, Some(Value::Array(list))) => args.extend(list),
+        (None, Some(_)) => return Err(ApiError::invalid("args", "expected an array")),
+        (None, None) => {}
+    }
+    if contains_placeholder(&args) {
+        return Err(ApiError::invalid(
+            "data",
+            "objects with `_placeholder` are reserved for binary attachments",
+        ));
+    }
+    let args = Value::Array(args);
+
+    let namespace = match fields.remove("namespace") {
+        None => "/".to_string(),
+        Some(Value::String(namespace)) if namespace.starts_with('/') => namespace,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "namespace",
+                "expected a string starting with '/'",
+            ));
+        }
+    };
+    let rooms = string_list(fields.remove("rooms"), "rooms")?;
+    let except = string_list(fields.remove("except"), "except")?;
+
+    let mut emits = Vec::with_capacity(channels.len());
+    for (channel, field) in channels {
+        let Some(policy) = config.policy_for(&channel) else {
+            return Err(ApiError::unknown_channel(field, &channel));
+        };
+        if !policy.allows_namespace(&namespace) {
+            return Err(ApiError::invalid(
+                "namespace",
+                format!("channel {channel:?} has no namespace {namespace:?}"),
+            ));
+        }
+        emits.push(ChannelEmit {
+            channel,
+            namespace: namespace.clone(),
+            args: args.clone(),
+            rooms: rooms.clone(),
+            except: except.clone(),
+        });
+    }
+    Ok(emits)
+}
+
+fn channel_name(value: &Value, field: &str) -> Result<String, ApiError> {
+    let Value::String(name) = value else {
+        return Err(ApiError::invalid(
+            field,
+            "expected a channel name (a string)",
+        ));
+    };
+    // The default channel is written "/" in the API, as in the configuration.
+    let name = if name == "/" { "" } else { name.as_str() };
+    validate_channel_name(name).map_err(|problem| ApiError::invalid(field, problem))?;
+    Ok(name.to_string())
+}
+
+fn string_list(value: Option<Value>, field: &str) -> Result<Vec<String>, ApiError> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(text) if !text.is_empty() => Ok(text),
+                _ => Err(ApiError::invalid(
+                    field,
+                    "expected an array of non-empty strings",
+                )),
+            })
+            .collect(),
+        Some(_) => Err(ApiError::invalid(
+            field,
+            "expected an array of non-empty strings",
+        )),
+    }
+}
+
+fn contains_placeholder(values: &[Value]) -> bool {
+    values.iter().any(|value| match value {
+        Value::Object(map) => {
+            map.contains_key("_placeholder")
+                || map
+                    .values()
+                    .any(|v| contains_placeholder(std::slice::from_ref(v)))
+        }
+        Value::Array(items) => contains_placeholder(items),
+        _ => false,
+    })
+}
+
+/// The `POST /emit` answer: the total and each channel's delivered count.
+pub fn emit_response(delivered: &[(String, usize)]) -> HttpResponse {
+    let total: usize = delivered.iter().map(|(_, count)| count).sum();
+    let channels: Map<String, Value> = delivered
+        .iter()
+        .map(|(channel, count)| (display_channel(channel), json!({ "delivered": count })))
+        .collect();
+    HttpResponse::json(200, &json!({ "delivered": total, "channels": channels }))
+}
+
+/// How a channel name appears in API answers: the default channel as "/".
+pub fn display_channel(channel: &str) -> String {
+    if channel.is_empty() {
+        "/".to_string()
+    } else {
+        channel.to_string()
+    }
+}
+
+/// What `GET /channels/<channel>` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Occupancy {
+    /// Open Engine.IO sessions (connections).
+    pub connections: usize,
+    /// Namespace → its sockets and rooms.
+    pub namespaces: BTreeMap<String, NamespaceOccupancy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NamespaceOccupancy {
+    pub sockets: usize,
+    /// Room → number of sockets in it.
+    pub rooms: BTreeMap<String, usize>,
+}
+
+/// The `GET /channels/<channel>` answer.
+pub fn occupancy_response(channel: &str, occupancy: &Occupancy) -> HttpResponse {
+    let sockets: usize = occupancy.namespaces.values().map(|ns| ns.sockets).sum();
+    HttpResponse::json(
+        200,
+        &json!({
+            "channel": display_channel(channel),
+            "connections": occupancy.connections,
+            "sockets": sockets,
+            "namespaces": occupancy.namespaces,
+        }),
+    )
+}
+
+/// The `GET /healthz` answer.
+pub fn health_response() -> HttpResponse {
+    HttpResponse::json(200, &json!({ "status": "ok" }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn config() -> Config {
+        Config::from_json(
+            r#"{"CHANNELS": {"/": {}, "chats/:id": {"namespaces": ["/", "/admin"]}}}"#,
+        )
+        .unwrap()
+    }
+
+    fn field_of(body: &str) -> Option<String> {
+        parse_emit(body.as_bytes(), &config()).unwrap_err().field
+    }
+
+    #[test]
+    fn parses_single_and_batch_emits() {
+        let emits = parse_emit(
+            br#"{"channel":"chats/1","event":"m","data":{"a":1},"rooms":["r"],"except":["x"]}"#,
+            &config(),
+        )
+        .unwrap();
+        assert_eq!(emits.len(), 1);
+        assert_eq!(emits[0].args, json!(["m", {"a": 1}]));
+        assert_eq!(emits[0].rooms, vec!["r"]);
+        assert_eq!(emits[0].namespace, "/");
+
+        let emits = parse_emit(
+            br#"{"channels":["chats/1","chats/2","/"],"event":"m","args":[1,2],"namespace":"/"}"#,
+            &config(),
+        )
+        .unwrap();
+        assert_eq!(emits.len(), 3);
+        assert_eq!(emits[2].channel, "");
+        assert_eq!(emits[1].args, json!(["m", 1, 2]));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of("nope"), Some("body".into()));
+        assert_eq!(field_of("[1]"), Some("body".into()));
+        assert_eq!(field_of(r#"{"event":"m"}"#), Some("channel".into()));
+        assert_eq!(field_of(r#"{"channel":"chats/1"}"#), Some("event".into()));
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":""}"#),
+            Some("event".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"disconnect"}"#),
+            Some("event".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"switchboard:join"}"#),
+            Some("event".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"m","args":3}"#),
+            Some("args".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"m","args":[],"data":1}"#),
+            Some("args".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"m","rooms":"r"}"#),
+            Some("rooms".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"m","except":[1]}"#),
+            Some("except".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"m","namespace":"/x"}"#),
+            Some("namespace".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats//1","event":"m"}"#),
+            Some("channel".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channels":[],"event":"m"}"#),
+            Some("channels".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channels":["chats/1","chats/1"],"event":"m"}"#),
+            Some("channels".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"m","colour":1}"#),
+            Some("colour".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"m","data":{"_placeholder":true,"num":0}}"#),
+            Some("data".into())
+        );
+        let unknown = parse_emit(br#"{"channel":"rooms/1","event":"m"}"#, &config()).unwrap_err();
+        assert_eq!((unknown.status, unknown.code), (404, "unknown_channel"));
+    }
+
+    #[test]
+    fn authorization_is_checked() {
+        assert!(authorize(Some("Bearer s3cret"), Some("s3cret")).is_ok());
+        assert_eq!(
+            authorize(Some("Bearer s3cre"), Some("s3cret"))
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            authorize(Some("Bearer s3cretX"), Some("s3cret"))
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            authorize(Some("s3cret"), Some("s3cret"))
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(authorize(None, Some("s3cret")).unwrap_err().status, 401);
+        assert_eq!(
+            authorize(Some("Bearer "), Some("")).unwrap_err().status,
+            503
+        );
+        assert_eq!(authorize(Some("Bearer x"), None).unwrap_err().status, 503);
+    }
+
+    #[test]
+    fn responses_have_the_documented_shape() {
+        let response = emit_response(&[("chats/1".into(), 2), (String::new(), 1)]);
+        let body: Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"delivered": 3, "channels": {"chats/1": {"delivered": 2}, "/": {"delivered": 1}}})
+        );
+        let error = ApiError::invalid("event", "bad").response();
+        assert_eq!(error.status, 400);
+        let body: Value = serde_json::from_slice(&error.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"error": "invalid_request", "field": "event", "message": "bad"})
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! The backend's HTTP API on the native server: `POST /emit`, `GET /channels/<channel>`,
+//! `GET /healthz`, and the test-only `/__debug/` endpoints. Parsing, validation, authentication and
+//! answers come from `switchboard_core::api`; this file only routes to channel tasks.
+
+use axum::body::to_bytes;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::Response;
+use switchboard_core::api::{self, ApiError, Occupancy};
+use switchboard_core::http::{self as core_http, HttpResponse, Route};
+use tokio::sync::oneshot;
+
+use crate::actor::Command;
+use crate::transport::{AppState, to_axum};
+
+/// Every API request.
+pub async fn api_endpoint(State(state): State<AppState>, request: Request) -> Response {
+    let route = core_http::route(request.uri().path());
+    let method = request.method().clone();
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let authorized = api::authorize(authorization.as_deref(), state.api_secret.as_deref());
+    let response = match route {
+        Route::Health => Ok(api::health_response()),
+        Route::Emit => {
+            if method != axum::http::Method::POST {
+                Err(ApiError::method_not_allowed("POST"))
+            } else {
+                match authorized {
+                    Ok(()) => emit(&state, request).await,
+                    Err(error) => Err(error),
+                }
+            }
+        }
+        Route::ChannelInfo(channel) => {
+            if method != axum::http::Method::GET {
+                Err(ApiError::method_not_allowed("GET"))
+            } else {
+                match authorized {
+                    Ok(()) => channel_info(&state, channel).await,
+                    Err(error) => Err(error),
+                }
+            }
+        }
+        Route::Debug { action, channel } if state.config.debug_endpoints() => {
+            Ok(debug(&state, &action, channel).await)
+        }
+        Route::BadChannelName(problem) => Ok(core_http::bad_channel_response(&problem)),
+        _ => Ok(HttpResponse::text(404, "not found")),
+    };
+    to_axum(response.unwrap_or_else(|error| error.response()))
+}
+
+async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiError> {
+    let body = to_bytes(request.into_body(), api::MAX_BODY_BYTES + 1)
+        .await
+        .unwrap_or_default();
+    let emits = api::parse_emit(&body, &state.config)?;
+    let mut delivered = Vec::with_capacity(emits.len());
+    for emit in emits {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Emit {
+            emit: emit.to_server_emit(),
+            reply,
+        };
+        // A channel without a live task has no sockets: nothing to deliver, nothing to start.
+        let count = if state.registry.send_if_live(&emit.channel, command).await {
+            match answer.await {
+                Ok(Ok(count)) => count,
+                Ok(Err(error)) => {
+                    return Err(ApiError {
+                        status: 400,
+                        code: "invalid_request",
+                        field: None,
+                        message: error.to_string(),
+                    });
+                }
+                Err(_) => 0,
+            }
+        } else {
+            0
+        };
+        delivered.push((emit.channel, count));
+    }
+    Ok(api::emit_response(&delivered))
+}
+
+async fn channel_info(state: &AppState, channel: String) -> Result<HttpResponse, ApiError> {
+    if state.config.policy_for(&channel).is_none() {
+        return Err(ApiError::unknown_channel("channel", &channel));
+    }
+    let (reply, answer) = oneshot::channel();
+    let occupancy = if state
+        .registry
+        .send_if_live(&channel, Command::Occupancy { reply })
+        .await
+    {
+        answer.await.unwrap_or_default()
+    } else {
+        Occupancy::default()
+    };
+    Ok(api::occupancy_response(&channel, &occupancy))
+}
+
+async fn debug(state: &AppState, action: &str, channel: String) -> HttpResponse {
+    match action {
+        "rebuild" => {
+            let (reply, answer) = oneshot::channel();
+            let sent = state
+                .registry
+                .send_if_live(&channel, Command::Rebuild { reply })
+                .await;
+            let sessions = if sent { answer.await.unwrap_or(0) } else { 0 };
+            HttpResponse::json(200, &serde_json::json!({ "rebuilt_sessions": sessions }))
+        }
+        "stats" => {
+            let (reply, answer) = oneshot::channel();
+            let sent = state
+                .registry
+                .send_if_live(&channel, Command::Stats { reply })
+                .await;
+            let stats = if sent {
+                answer.await.unwrap_or_default()
+            } else {
+                serde_json::json!({})
+            };
+            HttpResponse::json(200, &stats)
+        }
+        _ => HttpResponse::text(404, "unknown debug action"),
+    }
+}
