@@ -17,6 +17,7 @@ use switchboard_core::config::ChannelPolicy;
 use switchboard_core::frame::FrameKind;
 use switchboard_core::http::{self as core_http, HttpResponse, Method, Route, TransportKind};
 use wasm_bindgen::prelude::*;
+use worker::worker_sys::ext::WebSocketExt;
 use worker::{
     DurableObject, Env, Headers, Request, Response, State, WebSocket, WebSocketIncomingMessage,
     WebSocketPair, durable_object,
@@ -116,14 +117,15 @@ impl DurableObject for ChannelObject {
     }
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
-        let url = request.url()?;
-        if let Some(rest) = url.path().strip_prefix(INTERNAL_PREFIX) {
+        let path = request.path();
+        let raw_url = request.inner().url();
+        if let Some(rest) = path.strip_prefix(INTERNAL_PREFIX) {
             let (action, channel) = rest.split_once('/').unwrap_or((rest, ""));
             let body = request.bytes().await.unwrap_or_default();
             return self.internal(action, channel, &body).await;
         }
         self.wakeups.borrow_mut().requests += 1;
-        let key = match core_http::route(url.path()) {
+        let key = match core_http::route(&path) {
             Route::Channel(channel) => channel,
             Route::EngineEcho => ENGINE_ECHO_OBJECT.to_string(),
             _ => return to_worker_response(HttpResponse::text(404, "not found")),
@@ -131,7 +133,7 @@ impl DurableObject for ChannelObject {
         let Some(policy) = self.policy(&key)? else {
             return to_worker_response(core_http::unknown_channel_response(&key));
         };
-        let query = match core_http::parse_engine_query(url.query()) {
+        let query = match core_http::parse_engine_query(query_of(&raw_url)) {
             Ok(query) => query,
             Err(error) => return to_worker_response(error.response()),
         };
@@ -154,11 +156,14 @@ impl DurableObject for ChannelObject {
                     live.next_conn += 1;
                     self.state
                         .accept_websocket_with_tags(&pair.server, &[&conn_tag(conn)]);
-                    pair.server.serialize_attachment(Attachment {
-                        conn,
-                        channel: key.clone(),
-                        session: None,
-                    })?;
+                    store_attachment(
+                        &pair.server,
+                        &Attachment {
+                            conn,
+                            channel: key.clone(),
+                            session: None,
+                        },
+                    );
                     live.sockets.insert(conn, pair.server.clone());
                     live.channel.handle_ws_open(conn, query.sid.as_deref(), now);
                     Response::from_websocket(pair.client)
@@ -356,8 +361,8 @@ impl ChannelObject {
         let mut orphans = Vec::new();
         let mut stored_key = None;
         for ws in sockets {
-            match ws.deserialize_attachment::<Attachment>() {
-                Ok(Some(attachment)) => {
+            match load_attachment(&ws) {
+                Some(attachment) => {
                     stored_key.get_or_insert_with(|| attachment.channel.clone());
                     match attachment.session {
                         Some(session) => restored.push((attachment.conn, session, ws)),
@@ -365,7 +370,7 @@ impl ChannelObject {
                         None => orphans.push(ws),
                     }
                 }
-                _ => orphans.push(ws),
+                None => orphans.push(ws),
             }
         }
         for ws in orphans {
@@ -480,7 +485,7 @@ impl ChannelObject {
                                     channel: live.key.clone(),
                                     session: live.channel.snapshot(conn),
                                 };
-                                let _ = ws.serialize_attachment(attachment);
+                                store_attachment(ws, &attachment);
                             }
                         }
                         Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
@@ -514,6 +519,25 @@ impl ChannelObject {
             self.alarm_at.set(None);
         }
     }
+}
+
+/// Stores the attachment as JSON text: smaller code than a structured-clone mapping, and the same
+/// serialization the core's tests check.
+fn store_attachment(ws: &WebSocket, attachment: &Attachment) {
+    if let Ok(text) = serde_json::to_string(attachment) {
+        let _ = ws.as_ref().serialize_attachment(JsValue::from_str(&text));
+    }
+}
+
+fn load_attachment(ws: &WebSocket) -> Option<Attachment> {
+    let text = ws.as_ref().deserialize_attachment().ok()?.as_string()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The query string of a serialized URL (without `?` and fragment).
+pub fn query_of(url: &str) -> Option<&str> {
+    let (_, query) = url.split_once('?')?;
+    Some(query.split_once('#').map_or(query, |(query, _)| query))
 }
 
 fn conn_tag(conn: ConnId) -> String {

@@ -3,10 +3,11 @@
 use switchboard_core::api::{self, API_SECRET_VAR, ApiError, ChannelEmit, Occupancy};
 use switchboard_core::config::Config;
 use switchboard_core::http::{self as core_http, EngineError, HttpResponse, Method, Route};
-use worker::{Context, Env, Request, RequestInit, Response, event};
+use wasm_bindgen::JsValue;
+use worker::{Context, Env, Request, Response, event};
 
 use crate::env_config::config;
-use crate::object::{ENGINE_ECHO_OBJECT, INTERNAL_PREFIX, to_worker_response};
+use crate::object::{ENGINE_ECHO_OBJECT, INTERNAL_PREFIX, query_of, to_worker_response};
 
 /// Durable Object binding of the channel class (see `wrangler.toml`).
 pub const CHANNELS_BINDING: &str = "CHANNEL_OBJECTS";
@@ -22,8 +23,9 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
             ));
         }
     };
-    let url = request.url()?;
-    let route = core_http::route(url.path());
+    let path = request.path();
+    let raw_url = request.inner().url();
+    let route = core_http::route(&path);
     match route {
         Route::Emit | Route::ChannelInfo(_) | Route::Health | Route::Debug { .. } => {
             let response = api_request(request, &env, &config, route).await;
@@ -52,7 +54,7 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         return to_worker_response(core_http::preflight_response(&policy, origin.as_deref()));
     }
     // Requests Engine.IO refuses anyway never reach (or create) an object.
-    let query = match core_http::parse_engine_query(url.query()) {
+    let query = match core_http::parse_engine_query(query_of(&raw_url)) {
         Ok(query) => query,
         Err(error) => {
             let cors = core_http::cors_headers(&policy, origin.as_deref());
@@ -148,13 +150,17 @@ async fn internal_call(
         message: format!("the channel's Durable Object did not answer: {err}"),
     };
     let url = format!("https://channel{INTERNAL_PREFIX}{action}/{channel}");
-    let mut init = RequestInit::new();
-    init.with_method(worker::Method::Post);
+    // Plain web_sys: the `worker` crate's RequestInit drags in a serde bridge the edge otherwise
+    // does not need.
+    let init = worker::web_sys::RequestInit::new();
+    init.set_method("POST");
     if let Some(emit) = emit {
         let body = serde_json::to_string(emit).unwrap_or_default();
-        init.with_body(Some(body.into()));
+        init.set_body(&JsValue::from_str(&body));
     }
-    let request = Request::new_with_init(&url, &init).map_err(unavailable)?;
+    let request = worker::web_sys::Request::new_with_str_and_init(&url, &init)
+        .map(Request::from)
+        .map_err(|err| unavailable(err.into()))?;
     let namespace = env.durable_object(CHANNELS_BINDING).map_err(unavailable)?;
     let stub = namespace
         .id_from_name(channel)
