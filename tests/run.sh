@@ -16,6 +16,8 @@ WASM_BINDGEN_VERSION=0.2.130   # must equal the wasm-bindgen crate in Cargo.lock
 CONFORMANCE_PORT="${CONFORMANCE_PORT:-3000}"
 # The HTTP API secret the servers under test use (the API tests send it).
 export API_SECRET=conformance-secret
+# The key that signs private channels' tokens in the tests.
+export JWT_SECRET=conformance-jwt-secret
 DEFAULT_PORT="${DEFAULT_PORT:-3001}"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -88,7 +90,7 @@ wait_for "http://127.0.0.1:$CONFORMANCE_PORT/socket.io/?EIO=4&transport=polling"
 wait_for "http://127.0.0.1:$DEFAULT_PORT/socket.io/?EIO=4&transport=polling"
 
 run_suite() { # target
-    (cd tests && SWITCHBOARD_TARGET="$1" SWITCHBOARD_API_SECRET="$API_SECRET" SWITCHBOARD_URL="http://127.0.0.1:$CONFORMANCE_PORT" \
+    (cd tests && SWITCHBOARD_TARGET="$1" SWITCHBOARD_API_SECRET="$API_SECRET" SWITCHBOARD_JWT_SECRET="$JWT_SECRET" SWITCHBOARD_URL="http://127.0.0.1:$CONFORMANCE_PORT" \
         SWITCHBOARD_DEFAULT_URL="http://127.0.0.1:$DEFAULT_PORT" npm test) || {
         echo "conformance suite failed against $1; server logs are in $LOGS" >&2
         exit 1
@@ -122,11 +124,11 @@ fi
 step "starting wrangler dev (conformance on :$CONFORMANCE_PORT, default on :$DEFAULT_PORT)"
 rm -rf "$ROOT/target/wrangler-state"
 start_server "$LOGS/edge-conformance.log" "$WRANGLER" dev --env conformance \
-    --ip 127.0.0.1 --port "$CONFORMANCE_PORT" --var "API_SECRET:$API_SECRET" \
+    --ip 127.0.0.1 --port "$CONFORMANCE_PORT" --var "API_SECRET:$API_SECRET" --var "JWT_SECRET:$JWT_SECRET" \
     --persist-to "$ROOT/target/wrangler-state/conformance" --show-interactive-dev-session=false
 wait_for "http://127.0.0.1:$CONFORMANCE_PORT/socket.io/?EIO=4&transport=polling"
 start_server "$LOGS/edge-default.log" "$WRANGLER" dev \
-    --ip 127.0.0.1 --port "$DEFAULT_PORT" --var "API_SECRET:$API_SECRET" \
+    --ip 127.0.0.1 --port "$DEFAULT_PORT" --var "API_SECRET:$API_SECRET" --var "JWT_SECRET:$JWT_SECRET" \
     --persist-to "$ROOT/target/wrangler-state/default" --show-interactive-dev-session=false
 wait_for "http://127.0.0.1:$DEFAULT_PORT/socket.io/?EIO=4&transport=polling"
 

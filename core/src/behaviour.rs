@@ -36,6 +36,8 @@ pub struct SocketView<'a> {
     pub id: &'a str,
     pub namespace: &'a str,
     pub rooms: &'a BTreeSet<String>,
+    /// Rooms the socket's token lets it join even where clients may not choose rooms.
+    pub granted_rooms: &'a [String],
 }
 
 /// An event (or ack) received from a client, attachments already collected.
@@ -150,9 +152,6 @@ impl RelayBehaviour {
         };
         let refuse = |message: &str| vec![reply(json!({ "ok": false, "error": message }))];
 
-        if !self.client_rooms {
-            return refuse("clients may not join or leave rooms in this channel");
-        }
         let room = match event.args.get(1) {
             Some(Value::String(room)) if !room.is_empty() && room.len() <= MAX_ROOM_NAME_LEN => {
                 room.clone()
@@ -163,6 +162,12 @@ impl RelayBehaviour {
                 ));
             }
         };
+        // Joining needs the channel's permission or the token's; leaving is always allowed.
+        if joining && !self.client_rooms && !socket.granted_rooms.contains(&room) {
+            return refuse(
+                "this socket may not join that room: the channel does not let clients choose rooms and the token does not grant it",
+            );
+        }
         let mut rooms = socket.rooms.clone();
         let action = if joining {
             if !rooms.contains(&room) && rooms.len() >= MAX_ROOMS_PER_SOCKET {

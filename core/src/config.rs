@@ -62,8 +62,76 @@ pub struct ChannelPolicy {
     pub connect_timeout_ms: u64,
     /// Largest accepted WebSocket message or polling request body, in bytes.
     pub max_payload: u64,
-    /// Browser origins allowed to use the polling transport (`*` allows any).
+    /// Browser origins allowed to connect (`*` allows any). Requests without an `Origin` header
+    /// (servers, native apps) are not browsers and are not restricted.
     pub allowed_origins: Vec<String>,
+    /// Who may connect: anyone, or holders of a token signed with the JWT secret.
+    pub auth: AuthMode,
+    /// Private channels: pattern parameter → token claim that must equal it (`user_id = "sub"`).
+    pub bind: BTreeMap<String, String>,
+    /// Most sockets (namespace connections) the channel admits at once.
+    pub max_sockets: Option<u64>,
+    /// Most client events one socket may send per second; the excess is dropped.
+    pub events_per_second: Option<u64>,
+    /// The HS256 key of private channels (`JWT_SECRET`), set by the host from its secrets.
+    pub jwt_secret: Option<Secret>,
+    /// The pattern this policy was declared for (binds the channel's parameters).
+    pub pattern: Option<ChannelPattern>,
+}
+
+impl Default for ChannelPolicy {
+    fn default() -> Self {
+        let defaults = Defaults::default();
+        Self {
+            behaviour: BehaviourKind::Relay,
+            relay: RelayMode::All,
+            namespaces: vec!["/".into()],
+            client_rooms: false,
+            ping_interval_ms: defaults.ping_interval_ms,
+            ping_timeout_ms: defaults.ping_timeout_ms,
+            connect_timeout_ms: defaults.connect_timeout_ms,
+            max_payload: defaults.max_payload,
+            allowed_origins: vec!["*".into()],
+            auth: AuthMode::Public,
+            bind: BTreeMap::new(),
+            max_sockets: None,
+            events_per_second: None,
+            jwt_secret: None,
+            pattern: None,
+        }
+    }
+}
+
+/// Who may connect to a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone who can reach the server.
+    #[default]
+    Public,
+    /// Only clients presenting a JWT (HS256) in the CONNECT `auth` payload (`{ token }`) whose
+    /// `channels` claim names the channel.
+    Private,
+}
+
+/// A secret value: compared normally, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl ChannelPolicy {
@@ -170,6 +238,10 @@ struct ChannelSpec {
     relay: Option<RelayMode>,
     namespaces: Option<Vec<String>>,
     client_rooms: Option<bool>,
+    auth: Option<AuthMode>,
+    bind: Option<BTreeMap<String, String>>,
+    max_sockets: Option<Value>,
+    events_per_second: Option<Value>,
     ping_interval: Option<Value>,
     ping_timeout: Option<Value>,
     connect_timeout: Option<Value>,
@@ -244,7 +316,7 @@ impl Config {
                 .map_err(|problem| ConfigError::new(&key, problem))?;
             let spec: ChannelSpec = serde_json::from_value(spec.clone())
                 .map_err(|err| ConfigError::new(&key, err.to_string()))?;
-            let policy = resolve_policy(spec, &defaults, &key)?;
+            let policy = resolve_policy(spec, &defaults, &key, &pattern)?;
             if policy.behaviour == BehaviourKind::EngineEcho {
                 return Err(ConfigError::new(
                     format!("{key}.behaviour"),
@@ -266,13 +338,11 @@ impl Config {
                 Arc::new(ChannelPolicy {
                     behaviour: BehaviourKind::EngineEcho,
                     relay: RelayMode::None,
-                    namespaces: vec!["/".into()],
-                    client_rooms: false,
                     ping_interval_ms: defaults.ping_interval_ms,
                     ping_timeout_ms: defaults.ping_timeout_ms,
                     connect_timeout_ms: defaults.connect_timeout_ms,
                     max_payload: defaults.max_payload,
-                    allowed_origins: vec!["*".into()],
+                    ..ChannelPolicy::default()
                 })
             });
 
@@ -318,6 +388,27 @@ impl Config {
         self.engine_echo.as_ref()
     }
 
+    /// Gives every private channel the key that signs its tokens (`JWT_SECRET`, a secret the host
+    /// reads from its environment).
+    pub fn with_jwt_secret(mut self, secret: Option<&str>) -> Config {
+        let secret = secret.filter(|s| !s.is_empty()).map(Secret::new);
+        for rule in &mut self.rules {
+            if rule.policy.auth == AuthMode::Private {
+                let mut policy = (*rule.policy).clone();
+                policy.jwt_secret = secret.clone();
+                rule.policy = Arc::new(policy);
+            }
+        }
+        self
+    }
+
+    /// Whether any channel is private (then `JWT_SECRET` is needed).
+    pub fn has_private_channels(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.policy.auth == AuthMode::Private)
+    }
+
     /// Whether the test-only `/__debug/` endpoints are enabled (`DEBUG_ENDPOINTS = true`).
     pub fn debug_endpoints(&self) -> bool {
         self.debug_endpoints
@@ -332,6 +423,7 @@ fn resolve_policy(
     spec: ChannelSpec,
     defaults: &Defaults,
     key: &str,
+    pattern: &ChannelPattern,
 ) -> Result<ChannelPolicy, ConfigError> {
     let field = |name: &str| format!("{key}.{name}");
     let namespaces = spec.namespaces.unwrap_or_else(|| vec!["/".into()]);
@@ -373,6 +465,35 @@ fn resolve_policy(
             "list at least one origin, or \"*\"",
         ));
     }
+    let auth = spec.auth.unwrap_or_default();
+    let bind = spec.bind.unwrap_or_default();
+    for (param, claim) in &bind {
+        if auth != AuthMode::Private {
+            return Err(ConfigError::new(
+                field("bind"),
+                "binds parameters to token claims, so it needs auth = \"private\"",
+            ));
+        }
+        if !pattern.has_param(param) {
+            return Err(ConfigError::new(
+                field("bind"),
+                format!("{param:?} is not a parameter of the pattern (write it without ':')"),
+            ));
+        }
+        if claim.is_empty() {
+            return Err(ConfigError::new(
+                field("bind"),
+                format!("{param:?} must name a claim"),
+            ));
+        }
+    }
+    let positive = |value: Option<&Value>, name: &str| -> Result<Option<u64>, ConfigError> {
+        let number = optional_whole_number(value, &field(name))?;
+        if number == Some(0) {
+            return Err(ConfigError::new(field(name), "must be greater than zero"));
+        }
+        Ok(number)
+    };
     Ok(ChannelPolicy {
         behaviour: spec.behaviour.unwrap_or(BehaviourKind::Relay),
         relay: spec.relay.unwrap_or(RelayMode::All),
@@ -383,6 +504,12 @@ fn resolve_policy(
         connect_timeout_ms: engine.connect_timeout_ms,
         max_payload: engine.max_payload,
         allowed_origins,
+        auth,
+        bind,
+        max_sockets: positive(spec.max_sockets.as_ref(), "max_sockets")?,
+        events_per_second: positive(spec.events_per_second.as_ref(), "events_per_second")?,
+        jwt_secret: None,
+        pattern: Some(pattern.clone()),
     })
 }
 
@@ -518,6 +645,12 @@ impl ChannelPattern {
             }
         }
         parts.next().is_none().then_some(params)
+    }
+
+    pub fn has_param(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|segment| matches!(segment, Segment::Param(param) if param == name))
     }
 
     /// Literal segments rank above parameters, position by position.

@@ -253,6 +253,15 @@ pub fn cors_headers(policy: &ChannelPolicy, origin: Option<&str>) -> Vec<(&'stat
     }
 }
 
+/// Refuses browsers from origins the channel does not allow (`403`, Engine.IO code 4). Requests
+/// without an `Origin` header come from servers or native apps and pass.
+pub fn check_origin(policy: &ChannelPolicy, origin: Option<&str>) -> Result<(), EngineError> {
+    match origin {
+        Some(origin) if !policy.allows_origin(origin) => Err(EngineError::Forbidden),
+        _ => Ok(()),
+    }
+}
+
 /// The answer to a CORS preflight (`OPTIONS`) on a polling endpoint.
 pub fn preflight_response(policy: &ChannelPolicy, origin: Option<&str>) -> HttpResponse {
     let mut response = HttpResponse {

@@ -18,6 +18,7 @@
 //!   authentication and answers.
 
 pub mod api;
+pub mod auth;
 pub mod behaviour;
 pub mod channel;
 pub mod config;

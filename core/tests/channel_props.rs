@@ -76,6 +76,7 @@ fn policy() -> Arc<ChannelPolicy> {
         connect_timeout_ms: 1000,
         max_payload: 64,
         allowed_origins: vec!["*".into()],
+        ..ChannelPolicy::default()
     })
 }
 

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde_json::{Map, Value};
+use switchboard_core::auth::JWT_SECRET_VAR;
 use switchboard_core::config::{Config, keys};
 use worker::Env;
 
@@ -37,8 +38,13 @@ pub fn config(env: &Env) -> worker::Result<Rc<Config>> {
             vars.insert((*key).to_string(), value);
         }
     }
-    let config =
-        Rc::new(Config::from_vars(&vars).map_err(|err| worker::Error::RustError(err.to_string()))?);
+    let jwt_secret = js_sys::Reflect::get(env.as_ref(), &JWT_SECRET_VAR.into())
+        .ok()
+        .and_then(|value| value.as_string());
+    let config = Config::from_vars(&vars)
+        .map_err(|err| worker::Error::RustError(err.to_string()))?
+        .with_jwt_secret(jwt_secret.as_deref());
+    let config = Rc::new(config);
     CONFIG.with(|cell| *cell.borrow_mut() = Some(config.clone()));
     Ok(config)
 }

@@ -53,6 +53,9 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     if method == Method::Options {
         return to_worker_response(core_http::preflight_response(&policy, origin.as_deref()));
     }
+    if let Err(error) = core_http::check_origin(&policy, origin.as_deref()) {
+        return to_worker_response(error.response());
+    }
     // Requests Engine.IO refuses anyway never reach (or create) an object.
     let query = match core_http::parse_engine_query(query_of(&raw_url)) {
         Ok(query) => query,

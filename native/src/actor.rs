@@ -85,10 +85,17 @@ pub enum Command {
     },
 }
 
-/// Milliseconds on a monotonic clock shared by all channels.
+/// Milliseconds since the Unix epoch, read once from the wall clock and advanced by a monotonic
+/// clock: token expiry needs calendar time, timers need a clock that never jumps back.
 pub fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    static EPOCH: OnceLock<(Instant, u64)> = OnceLock::new();
+    let (start, wall_ms) = EPOCH.get_or_init(|| {
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis() as u64);
+        (Instant::now(), wall_ms)
+    });
+    wall_ms + start.elapsed().as_millis() as u64
 }
 
 /// A fresh id for a connection or request, unique in this process.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use switchboard_core::api::API_SECRET_VAR;
+use switchboard_core::auth::JWT_SECRET_VAR;
 use switchboard_native::settings::{self, Source};
 use tracing_subscriber::EnvFilter;
 
@@ -55,6 +56,14 @@ async fn main() -> anyhow::Result<()> {
             "no {DEFAULT_CONFIG}: using the embedded default (default channel and chats/:id, relay to all)"
         ),
     }
+
+    let jwt_secret = std::env::var(JWT_SECRET_VAR).ok();
+    if config.has_private_channels() && jwt_secret.as_deref().unwrap_or("").is_empty() {
+        tracing::warn!(
+            "private channels are configured but {JWT_SECRET_VAR} is not set: they will refuse every client"
+        );
+    }
+    let config = config.with_jwt_secret(jwt_secret.as_deref());
 
     let address: SocketAddr = format!("{}:{}", cli.host, cli.port)
         .parse()

@@ -53,6 +53,9 @@ pub async fn engine_endpoint(State(state): State<AppState>, request: Request) ->
     if method == Method::Options {
         return to_axum(core_http::preflight_response(&policy, origin.as_deref()));
     }
+    if let Err(error) = core_http::check_origin(&policy, origin.as_deref()) {
+        return to_axum(error.response());
+    }
     let query = match core_http::parse_engine_query(request.uri().query()) {
         Ok(query) => query,
         Err(error) => {

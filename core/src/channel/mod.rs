@@ -21,7 +21,8 @@
 //! ```
 //!
 //! The channel never reads a clock, sleeps, spawns or draws random numbers on its own: time comes in
-//! as arguments and ids come from the host's [`RandomSource`]. Connections and HTTP requests are named
+//! as arguments (milliseconds since the Unix epoch, never going backwards within a run: token
+//! expiry compares it with calendar time) and ids come from the host's [`RandomSource`]. Connections and HTTP requests are named
 //! by host-chosen [`ConnId`]s.
 //!
 //! # Sharing, not copying
@@ -48,9 +49,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::auth::{self, Grant};
 use crate::behaviour::{self, Action, Audience, Behaviour, ConnectDecision, EngineLayer};
 use crate::behaviour::{IncomingEvent, SocketView};
-use crate::config::ChannelPolicy;
+use crate::config::{AuthMode, ChannelPolicy};
 use crate::engineio::{self, Handshake};
 use crate::frame::WireFrame;
 use crate::http::{EngineError, HttpResponse, Method, cors_headers};
@@ -189,6 +191,8 @@ struct Namespace {
 /// The state machine of one channel. See the module docs for the run loop.
 pub struct Channel {
     name: String,
+    /// The channel's values of its pattern's parameters (`chats/:id` on `chats/42`: id = 42).
+    params: BTreeMap<String, String>,
     policy: Arc<ChannelPolicy>,
     behaviour: Box<dyn Behaviour>,
     random: Box<dyn RandomSource>,
@@ -238,8 +242,15 @@ impl Channel {
         random: Box<dyn RandomSource>,
     ) -> Channel {
         let behaviour = behaviour::for_policy(&policy);
+        let name = name.into();
+        let params = policy
+            .pattern
+            .as_ref()
+            .and_then(|pattern| pattern.bind(&name))
+            .unwrap_or_default();
         Channel {
-            name: name.into(),
+            params,
+            name,
             policy,
             behaviour,
             random,
@@ -1006,17 +1017,16 @@ impl Channel {
         attachments: Vec<Bytes>,
         now: u64,
     ) {
-        let _ = now;
         match packet.kind {
             PacketKind::Connect => {
-                self.connect_socket(sid, &packet.namespace, packet.data.as_ref())
+                self.connect_socket(sid, &packet.namespace, packet.data.as_ref(), now)
             }
             PacketKind::Disconnect => {
                 self.disconnect_socket(sid, &packet.namespace);
                 self.session_changed(sid);
             }
             PacketKind::Event | PacketKind::BinaryEvent => {
-                self.dispatch_event(sid, packet, attachments);
+                self.dispatch_event(sid, packet, attachments, now);
             }
             PacketKind::Ack | PacketKind::BinaryAck => {
                 let Some(id) = packet.id else {
@@ -1045,13 +1055,17 @@ impl Channel {
         }
     }
 
-    fn connect_socket(&mut self, sid: &str, namespace: &str, auth: Option<&Value>) {
+    fn refuse_connect(&mut self, sid: &str, namespace: &str, reason: &str) {
+        let frames = frames_of(
+            &socketio::Packet::connect_error(namespace, reason),
+            Vec::new(),
+        );
+        self.deliver(sid, &frames);
+    }
+
+    fn connect_socket(&mut self, sid: &str, namespace: &str, auth: Option<&Value>, now: u64) {
         if !self.policy.allows_namespace(namespace) {
-            let frames = frames_of(
-                &socketio::Packet::connect_error(namespace, "Invalid namespace"),
-                Vec::new(),
-            );
-            self.deliver(sid, &frames);
+            self.refuse_connect(sid, namespace, "Invalid namespace");
             return;
         }
         let Some(session) = self.sessions.get(sid) else {
@@ -1066,6 +1080,30 @@ impl Channel {
             self.deliver(sid, &frames);
             return;
         }
+        // Private channels: the token decides, before anything else is revealed.
+        let grant = match self.policy.auth {
+            AuthMode::Public => Grant::default(),
+            AuthMode::Private => {
+                match auth::verify_connect(auth, &self.policy, &self.name, &self.params, now) {
+                    Ok(grant) => grant,
+                    Err(reason) => {
+                        self.refuse_connect(sid, namespace, &reason);
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(max) = self.policy.max_sockets {
+            let sockets: usize = self.namespaces.values().map(|ns| ns.sockets.len()).sum();
+            if sockets as u64 >= max {
+                self.refuse_connect(
+                    sid,
+                    namespace,
+                    &format!("channel is full: at most {max} sockets"),
+                );
+                return;
+            }
+        }
         let socket_id = self.new_id(|channel, id| {
             channel
                 .namespaces
@@ -1077,6 +1115,7 @@ impl Channel {
             id: &socket_id,
             namespace,
             rooms: &no_rooms,
+            granted_rooms: &grant.rooms,
         };
         match self.behaviour.on_connect(view, auth) {
             ConnectDecision::Reject(message) => {
@@ -1091,9 +1130,11 @@ impl Channel {
                     return;
                 };
                 session.connect_deadline = None;
-                session
-                    .sockets
-                    .insert(namespace.to_string(), SocketState::new(socket_id.clone()));
+                let mut socket = SocketState::new(socket_id.clone());
+                socket.user = grant.subject;
+                socket.granted_rooms = grant.rooms;
+                socket.allowance = self.policy.events_per_second.map(|rate| (rate * 1000, now));
+                session.sockets.insert(namespace.to_string(), socket);
                 self.namespaces
                     .entry(namespace.to_string())
                     .or_default()
@@ -1143,13 +1184,45 @@ impl Channel {
         }
     }
 
-    fn dispatch_event(&mut self, sid: &str, packet: socketio::Packet, attachments: Vec<Bytes>) {
+    fn dispatch_event(
+        &mut self,
+        sid: &str,
+        packet: socketio::Packet,
+        attachments: Vec<Bytes>,
+        now: u64,
+    ) {
         let namespace = packet.namespace.as_str();
-        let Some(session) = self.sessions.get(sid) else {
+        let Some(session) = self.sessions.get_mut(sid) else {
             return;
         };
         // Events for a namespace the client has not joined are ignored, as socket.io does.
-        let Some(socket) = session.sockets.get(namespace) else {
+        let Some(socket) = session.sockets.get_mut(namespace) else {
+            return;
+        };
+        if let Some(rate) = self.policy.events_per_second
+            && !socket.take_event_allowance(rate, now)
+        {
+            // Over its rate: the event goes nowhere. Only this socket pays; an ack request learns why.
+            if let Some(id) = packet.id {
+                let reason = format!("rate limit exceeded: at most {rate} events per second");
+                let frames = frames_of(
+                    &socketio::Packet::ack(
+                        namespace,
+                        serde_json::json!([{ "ok": false, "error": reason }]),
+                        id,
+                        0,
+                    ),
+                    Vec::new(),
+                );
+                self.deliver(sid, &frames);
+            }
+            return;
+        }
+        let Some(socket) = self
+            .sessions
+            .get(sid)
+            .and_then(|session| session.sockets.get(namespace))
+        else {
             return;
         };
         let Some(args) = packet.data.as_ref() else {
@@ -1163,6 +1236,7 @@ impl Channel {
             id: &socket.id,
             namespace,
             rooms: &socket.rooms,
+            granted_rooms: &socket.granted_rooms,
         };
         let event = IncomingEvent {
             name,

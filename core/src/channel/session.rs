@@ -42,6 +42,13 @@ pub(super) struct PendingAck {
 pub(super) struct SocketState {
     pub id: String,
     pub rooms: BTreeSet<String>,
+    /// The token's subject, on private channels.
+    pub user: Option<String>,
+    /// Rooms the token lets this socket join on its own.
+    pub granted_rooms: Vec<String>,
+    /// Rate limit bucket: (milli-events available, when last refilled). Not snapshotted: a rebuilt
+    /// channel starts with a full bucket.
+    pub allowance: Option<(u64, u64)>,
     /// Next id for a server emit that asks for an ack.
     pub next_ack_id: u64,
     pub pending_acks: BTreeMap<u64, PendingAck>,
@@ -52,8 +59,28 @@ impl SocketState {
         Self {
             id,
             rooms: BTreeSet::new(),
+            user: None,
+            granted_rooms: Vec::new(),
+            allowance: None,
             next_ack_id: 0,
             pending_acks: BTreeMap::new(),
+        }
+    }
+
+    /// Takes one event from the token bucket (capacity: one second's worth); false when empty.
+    pub fn take_event_allowance(&mut self, rate: u64, now: u64) -> bool {
+        let capacity = rate.saturating_mul(1000);
+        let (available, refilled_at) = self.allowance.unwrap_or((capacity, now));
+        let elapsed = now.saturating_sub(refilled_at);
+        let available = available
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(capacity);
+        if available >= 1000 {
+            self.allowance = Some((available - 1000, now));
+            true
+        } else {
+            self.allowance = Some((available, now));
+            false
         }
     }
 
@@ -61,6 +88,9 @@ impl SocketState {
         Self {
             id: snapshot.id,
             rooms: snapshot.rooms.into_iter().collect(),
+            user: snapshot.user,
+            granted_rooms: snapshot.granted_rooms,
+            allowance: None,
             next_ack_id: snapshot.next_ack_id,
             pending_acks: snapshot
                 .pending_acks
@@ -154,6 +184,8 @@ impl Session {
                     namespace: namespace.clone(),
                     id: socket.id.clone(),
                     rooms: socket.rooms.iter().cloned().collect(),
+                    user: socket.user.clone(),
+                    granted_rooms: socket.granted_rooms.clone(),
                     next_ack_id: socket.next_ack_id,
                     pending_acks: socket
                         .pending_acks
@@ -189,6 +221,12 @@ pub struct SocketSnapshot {
     pub id: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rooms: Vec<String>,
+    /// The token's subject, on private channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Rooms the token lets the socket join.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub granted_rooms: Vec<String>,
     #[serde(default)]
     pub next_ack_id: u64,
     /// (ack id, host token, deadline) of server emits still waiting for an ack.

@@ -23,6 +23,7 @@ fn policy(behaviour: BehaviourKind, relay: RelayMode) -> Arc<ChannelPolicy> {
         connect_timeout_ms: 1000,
         max_payload: 1000,
         allowed_origins: vec!["*".into()],
+        ..ChannelPolicy::default()
     })
 }
 
@@ -880,4 +881,104 @@ fn batched_heartbeats_keep_polling_sessions_precise() {
         0,
         "ping timeout is exact for polling"
     );
+}
+
+fn signed(claims: Value, secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    use jwt::SignWithKey;
+    let key = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    claims.sign_with_key(&key).unwrap()
+}
+
+#[test]
+fn private_channels_admit_only_valid_tokens() {
+    use crate::config::{AuthMode, ChannelPattern, Secret};
+    let mut policy = (*policy(BehaviourKind::Relay, RelayMode::All)).clone();
+    policy.auth = AuthMode::Private;
+    policy.jwt_secret = Some(Secret::new("k"));
+    policy.pattern = Some(ChannelPattern::parse("private/:id").unwrap());
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel = Channel::new(
+        "private/7",
+        Arc::new(policy),
+        Box::new(SequenceRandom::new(5)),
+    );
+    let exp = h.now / 1000 + 60;
+    h.open_ws(1);
+    h.text(1, "40");
+    let refused = texts(&h.outputs(), 1);
+    assert!(
+        refused[0].starts_with("44{\"message\":\"this channel is private"),
+        "{refused:?}"
+    );
+    // The refused socket gets nothing the channel says.
+    h.channel
+        .emit(
+            ServerEmit {
+                namespace: "/".into(),
+                args: json!(["secret"]),
+                ..ServerEmit::default()
+            },
+            h.now,
+        )
+        .unwrap();
+    assert!(texts(&h.outputs(), 1).is_empty());
+
+    let token = signed(
+        json!({"sub": "u", "exp": exp, "channels": ["private/:id"]}),
+        "k",
+    );
+    h.text(1, &format!(r#"40{{"token":"{token}"}}"#));
+    assert!(texts(&h.outputs(), 1)[0].starts_with("40{\"sid\""));
+    let wrong = signed(json!({"exp": exp, "channels": ["private/8"]}), "k");
+    h.open_ws(2);
+    h.text(2, &format!(r#"40{{"token":"{wrong}"}}"#));
+    assert!(texts(&h.outputs(), 2)[0].contains("does not grant"));
+    // The subject survives a rebuild.
+    let snapshot = h.channel.snapshot(1).unwrap();
+    assert_eq!(snapshot.sockets[0].user.as_deref(), Some("u"));
+}
+
+#[test]
+fn rate_limits_drop_the_excess_of_one_socket_only() {
+    let mut policy = (*policy(BehaviourKind::Relay, RelayMode::Others)).clone();
+    policy.events_per_second = Some(3);
+    let mut h = Harness::relay(RelayMode::Others);
+    h.channel = Channel::new("x", Arc::new(policy), Box::new(SequenceRandom::new(5)));
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.outputs();
+    for i in 0..10 {
+        h.text(1, &format!(r#"42["spam",{i}]"#));
+    }
+    h.text(1, r#"429["spam","last"]"#);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 2).len(), 3, "a second's burst gets through");
+    assert!(texts(&out, 1)[0].contains("rate limit exceeded"));
+    // The other socket is not limited by the first one's abuse.
+    h.text(2, r#"42["fine"]"#);
+    assert_eq!(texts(&h.outputs(), 1), vec![r#"42["fine"]"#]);
+    // The allowance refills with time.
+    h.now += 1000;
+    h.text(1, r#"42["later"]"#);
+    assert_eq!(texts(&h.outputs(), 2), vec![r#"42["later"]"#]);
+}
+
+#[test]
+fn max_sockets_refuses_beyond_the_limit() {
+    let mut policy = (*policy(BehaviourKind::Relay, RelayMode::All)).clone();
+    policy.max_sockets = Some(2);
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel = Channel::new("x", Arc::new(policy), Box::new(SequenceRandom::new(5)));
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.open_ws(3);
+    h.text(3, "40");
+    assert_eq!(
+        texts(&h.outputs(), 3),
+        vec![r#"44{"message":"channel is full: at most 2 sockets"}"#]
+    );
+    h.channel.handle_ws_closed(1, h.now);
+    h.text(3, "40");
+    assert!(texts(&h.outputs(), 3)[0].starts_with("40{"));
 }
