@@ -2,8 +2,9 @@
 # The one test command: installs what the tests need (idempotently), then runs
 #   1. the Rust tests of every crate (core natively, native host, config),
 #   2. the core's tests again under wasm32 in Node (wasm-bindgen-test),
-#   3. the conformance suite in tests/ (real socket.io-client + raw protocol requests) against the
-#      native binary: conformance configuration on 127.0.0.1:3000, default configuration on :3001,
+#   3. the conformance suite in tests/ (real socket.io-client + raw protocol requests) and the browser
+#      tests (headless Chromium) against the native binary: conformance configuration on
+#      127.0.0.1:3000, default configuration on :3001,
 #   4. the Worker build (`wrangler deploy --dry-run`), then the same suite against the edge under
 #      `wrangler dev` (workerd, the real Workers runtime) on the same ports, plus the edge-only tests.
 # Usage: bash tests/run.sh          (SKIP_EDGE=1 runs only steps 1-3)
@@ -33,6 +34,14 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q " $WASM_BINDGEN_VERSION\$"; th
 fi
 if [ ! -d tests/node_modules ] || [ tests/package-lock.json -nt tests/node_modules/.package-lock.json ]; then
     (cd tests && npm ci --no-audit --no-fund)
+fi
+# Headless Chromium for the browser tests: Debian's package (a test tool's own browser download
+# cannot work offline).
+if [ -z "${CHROMIUM_PATH:-}" ] && ! command -v chromium >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y chromium
 fi
 
 # --- Rust tests ---------------------------------------------------------------------------------

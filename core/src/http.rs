@@ -89,6 +89,8 @@ pub enum Route {
     ChannelInfo(String),
     /// `GET /healthz`.
     Health,
+    /// A file of the chat example (see [`crate::web`]), served when enabled.
+    Asset(String),
     /// `/__debug/<action>/<channel>`: test-only endpoints, when enabled.
     Debug { action: String, channel: String },
     /// Anything else.
@@ -101,6 +103,7 @@ pub fn route(path: &str) -> Route {
     match path {
         "/emit" => return Route::Emit,
         "/healthz" => return Route::Health,
+        _ if crate::web::is_asset(path) => return Route::Asset(path.to_string()),
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/channels") {
@@ -325,6 +328,11 @@ mod tests {
         assert_eq!(route("/socket.iox/"), Route::NotFound);
         assert_eq!(route("/other"), Route::NotFound);
         assert_eq!(route("/emit"), Route::Emit);
+        assert_eq!(route("/"), Route::Asset("/".into()));
+        assert_eq!(
+            route("/socket.io/socket.io.js"),
+            Route::Asset("/socket.io/socket.io.js".into())
+        );
         assert_eq!(route("/healthz"), Route::Health);
         assert_eq!(
             route("/channels/chats/1"),

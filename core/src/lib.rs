@@ -14,6 +14,7 @@
 //! - [`behaviour`]: what a channel does with client events (relay, or the protocol test servers).
 //! - [`config`]: channel patterns and policies, read from `wrangler.toml` `[vars]`.
 //! - [`http`]: URL routing, Engine.IO query parsing, error bodies and CORS, shared by both hosts.
+//! - [`web`]: the chat example's files, served when `CHAT_EXAMPLE = true`.
 //! - [`api`]: the backend's HTTP API (`POST /emit`, `GET /channels/<channel>`): parsing, validation,
 //!   authentication and answers.
 
@@ -27,3 +28,4 @@ pub mod frame;
 pub mod http;
 pub mod socketio;
 pub mod testing;
+pub mod web;

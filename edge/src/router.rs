@@ -3,6 +3,7 @@
 use switchboard_core::api::{self, API_SECRET_VAR, ApiError, ChannelEmit, Occupancy};
 use switchboard_core::config::Config;
 use switchboard_core::http::{self as core_http, EngineError, HttpResponse, Method, Route};
+use switchboard_core::web;
 use wasm_bindgen::JsValue;
 use worker::{Context, Env, Request, Response, event};
 
@@ -27,6 +28,13 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     let raw_url = request.inner().url();
     let route = core_http::route(&path);
     match route {
+        Route::Asset(asset) => {
+            let response = match web::asset(&asset) {
+                Some(response) if config.chat_example() => response,
+                _ => HttpResponse::text(404, "not found"),
+            };
+            return to_worker_response(response);
+        }
         Route::Emit | Route::ChannelInfo(_) | Route::Health | Route::Debug { .. } => {
             let response = api_request(request, &env, &config, route).await;
             return to_worker_response(response.unwrap_or_else(|error| error.response()));

@@ -8,6 +8,7 @@ use axum::http::header;
 use axum::response::Response;
 use switchboard_core::api::{self, ApiError, Occupancy};
 use switchboard_core::http::{self as core_http, HttpResponse, Route};
+use switchboard_core::web;
 use tokio::sync::oneshot;
 
 use crate::actor::Command;
@@ -25,6 +26,9 @@ pub async fn api_endpoint(State(state): State<AppState>, request: Request) -> Re
     let authorized = api::authorize(authorization.as_deref(), state.api_secret.as_deref());
     let response = match route {
         Route::Health => Ok(api::health_response()),
+        Route::Asset(path) if state.config.chat_example() => {
+            Ok(web::asset(&path).unwrap_or_else(|| HttpResponse::text(404, "not found")))
+        }
         Route::Emit => {
             if method != axum::http::Method::POST {
                 Err(ApiError::method_not_allowed("POST"))

@@ -40,6 +40,11 @@ pub fn app(config: Arc<Config>, registry: Arc<Registry>, api_secret: Option<Arc<
         api_secret,
     };
     Router::new()
+        .route("/", any(api::api_endpoint))
+        .route("/index.html", any(api::api_endpoint))
+        .route("/chat.js", any(api::api_endpoint))
+        .route("/chat.css", any(api::api_endpoint))
+        .route("/socket.io/socket.io.js", any(api::api_endpoint))
         .route("/emit", any(api::api_endpoint))
         .route("/healthz", any(api::api_endpoint))
         .route("/channels", any(api::api_endpoint))
