@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::behaviour::RESERVED_PREFIX;
@@ -126,11 +127,14 @@ pub fn authorize(header: Option<&str>, secret: Option<&str>) -> Result<(), ApiEr
         return Err(ApiError::not_configured());
     };
     let presented = header
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Equal lengths are compared byte by byte in constant time; a length mismatch is rejected the
-    // same way without revealing where the strings differ.
-    if bool::from(presented.as_bytes().ct_eq(secret.as_bytes())) {
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
+    // Comparing digests keeps the time independent of where the strings differ and of the
+    // secret's length.
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(secret.as_bytes());
+    if bool::from(presented.as_slice().ct_eq(expected.as_slice())) {
         Ok(())
     } else {
         Err(ApiError::unauthorized())

@@ -505,6 +505,12 @@ fn resolve_policy(
         if number == Some(0) {
             return Err(ConfigError::new(field(name), "must be greater than zero"));
         }
+        if number.is_some_and(|n| n > MAX_RATE) {
+            return Err(ConfigError::new(
+                field(name),
+                format!("must be at most {MAX_RATE}"),
+            ));
+        }
         Ok(number)
     };
     Ok(ChannelPolicy {
@@ -526,7 +532,48 @@ fn resolve_policy(
     })
 }
 
+/// Upper bounds that keep every deadline and budget far from overflow.
+const MAX_MILLIS: u64 = 24 * 60 * 60 * 1000;
+const MAX_PAYLOAD_LIMIT: u64 = 100 * 1024 * 1024;
+const MAX_RATE: u64 = 1_000_000;
+
 fn validate_engine_numbers(values: &Defaults, prefix: &str) -> Result<(), ConfigError> {
+    let limits = [
+        (
+            "PING_INTERVAL",
+            "ping_interval",
+            values.ping_interval_ms,
+            MAX_MILLIS,
+        ),
+        (
+            "PING_TIMEOUT",
+            "ping_timeout",
+            values.ping_timeout_ms,
+            MAX_MILLIS,
+        ),
+        (
+            "CONNECT_TIMEOUT",
+            "connect_timeout",
+            values.connect_timeout_ms,
+            MAX_MILLIS,
+        ),
+        (
+            "MAX_PAYLOAD",
+            "max_payload",
+            values.max_payload,
+            MAX_PAYLOAD_LIMIT,
+        ),
+    ];
+    for (global, local, value, max) in limits {
+        if value > max {
+            let key = if prefix.is_empty() {
+                global.to_string()
+            } else {
+                format!("{prefix}{local}")
+            };
+            return Err(ConfigError::new(key, format!("must be at most {max}")));
+        }
+    }
     let checks = [
         ("PING_INTERVAL", "ping_interval", values.ping_interval_ms),
         ("PING_TIMEOUT", "ping_timeout", values.ping_timeout_ms),

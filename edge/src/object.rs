@@ -174,10 +174,18 @@ impl DurableObject for ChannelObject {
             TransportKind::Polling => {
                 let method = Method::parse(request.method().as_ref());
                 let origin = request.headers().get("origin")?;
-                let body = if method == Method::Post {
-                    Bytes::from(request.bytes().await?)
+                // A body announced as larger than the limit is never read into memory.
+                let announced: u64 = request
+                    .headers()
+                    .get("content-length")?
+                    .and_then(|length| length.parse().ok())
+                    .unwrap_or(0);
+                let body = if method != Method::Post {
+                    Some(Bytes::new())
+                } else if announced > policy.max_payload {
+                    None
                 } else {
-                    Bytes::new()
+                    Some(Bytes::from(request.bytes().await?))
                 };
                 let (reply, answer) = oneshot::channel();
                 {
@@ -188,14 +196,21 @@ impl DurableObject for ChannelObject {
                     let id = live.next_conn;
                     live.next_conn += 1;
                     live.waiting.insert(id, reply);
-                    live.channel.handle_polling(
-                        id,
-                        method,
-                        query.sid.as_deref(),
-                        origin.as_deref(),
-                        body,
-                        now,
-                    );
+                    match body {
+                        Some(body) => live.channel.handle_polling(
+                            id,
+                            method,
+                            query.sid.as_deref(),
+                            origin.as_deref(),
+                            body,
+                            now,
+                        ),
+                        None => live.channel.handle_polling_too_large(
+                            id,
+                            query.sid.as_deref(),
+                            origin.as_deref(),
+                        ),
+                    }
                 }
                 self.carry_out().await;
                 match answer.await {
@@ -360,8 +375,16 @@ impl ChannelObject {
         let mut restored = Vec::new();
         let mut orphans = Vec::new();
         let mut stored_key = None;
+        let mut next_conn: ConnId = 1;
         for ws in sockets {
-            match load_attachment(&ws) {
+            let attachment = load_attachment(&ws);
+            if let Some(attachment) = &attachment {
+                next_conn = next_conn.max(attachment.conn + 1);
+            }
+            // Only open sockets carry live sessions; closing ones are left to finish.
+            let open = AsRef::<worker::web_sys::WebSocket>::as_ref(&ws).ready_state()
+                == worker::web_sys::WebSocket::OPEN;
+            match attachment.filter(|_| open) {
                 Some(attachment) => {
                     stored_key.get_or_insert_with(|| attachment.channel.clone());
                     match attachment.session {
@@ -470,6 +493,16 @@ impl ChannelObject {
                         }
                         Output::CloseWebSocket { conn, code, reason } => {
                             if let Some(ws) = live.sockets.remove(&conn) {
+                                // Forget the session first: a socket still closing must not come
+                                // back as a live session if the object restarts.
+                                store_attachment(
+                                    &ws,
+                                    &Attachment {
+                                        conn,
+                                        channel: live.key.clone(),
+                                        session: None,
+                                    },
+                                );
                                 let _ = ws.close(Some(code), Some(reason));
                             }
                         }

@@ -41,7 +41,8 @@ pub enum Command {
         method: Method,
         sid: Option<String>,
         origin: Option<String>,
-        body: Bytes,
+        /// `None` when the body was larger than the channel's `max_payload`.
+        body: Option<Bytes>,
         reply: oneshot::Sender<HttpResponse>,
     },
     PollAborted {
@@ -63,8 +64,11 @@ pub enum Command {
     WsClosed {
         conn: ConnId,
     },
-    /// Close every session (server shutting down).
-    Shutdown,
+    /// Close every session (server shutting down); answers once the closes are handed to the
+    /// connections.
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
     /// A server-side emit (the HTTP API); answers with the number of sockets reached.
     Emit {
         emit: ServerEmit,
@@ -184,8 +188,15 @@ impl Registry {
             .values()
             .map(|live| live.sender.clone())
             .collect();
+        let mut acknowledgements = Vec::with_capacity(senders.len());
         for sender in senders {
-            let _ = sender.send(Command::Shutdown).await;
+            let (done, acknowledged) = oneshot::channel();
+            if sender.send(Command::Shutdown { done }).await.is_ok() {
+                acknowledgements.push(acknowledged);
+            }
+        }
+        for acknowledged in acknowledgements {
+            let _ = acknowledged.await;
         }
     }
 
@@ -322,14 +333,21 @@ impl ChannelActor {
             } => {
                 self.stats.requests += 1;
                 self.waiting.insert(request, reply);
-                self.channel.handle_polling(
-                    request,
-                    method,
-                    sid.as_deref(),
-                    origin.as_deref(),
-                    body,
-                    now,
-                );
+                match body {
+                    Some(body) => self.channel.handle_polling(
+                        request,
+                        method,
+                        sid.as_deref(),
+                        origin.as_deref(),
+                        body,
+                        now,
+                    ),
+                    None => self.channel.handle_polling_too_large(
+                        request,
+                        sid.as_deref(),
+                        origin.as_deref(),
+                    ),
+                }
             }
             Command::PollAborted { request } => {
                 if self.waiting.remove(&request).is_some() {
@@ -356,7 +374,11 @@ impl ChannelActor {
                 self.websockets.remove(&conn);
                 self.channel.handle_ws_closed(conn, now);
             }
-            Command::Shutdown => self.channel.close_all(),
+            Command::Shutdown { done } => {
+                self.channel.close_all();
+                self.drain_outputs();
+                let _ = done.send(());
+            }
             Command::Emit { emit, reply } => {
                 let _ = reply.send(self.channel.emit(emit, now));
             }

@@ -59,9 +59,14 @@ pub async fn api_endpoint(State(state): State<AppState>, request: Request) -> Re
 }
 
 async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiError> {
-    let body = to_bytes(request.into_body(), api::MAX_BODY_BYTES + 1)
+    let body = to_bytes(request.into_body(), api::MAX_BODY_BYTES)
         .await
-        .unwrap_or_default();
+        .map_err(|_| ApiError {
+            status: 413,
+            code: "payload_too_large",
+            field: None,
+            message: format!("the body is larger than {} bytes", api::MAX_BODY_BYTES),
+        })?;
     let emits = api::parse_emit(&body, &state.config)?;
     let mut delivered = Vec::with_capacity(emits.len());
     for emit in emits {

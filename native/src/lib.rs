@@ -84,7 +84,15 @@ pub async fn serve(
         );
         registry.shutdown_all().await;
     }
-    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+    // Upgraded connections are not tracked by the HTTP server: wait for the WebSocket tasks to
+    // deliver their close frames before the runtime goes away.
+    let grace = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while transport::OPEN_WEBSOCKETS.load(std::sync::atomic::Ordering::Acquire) > 0
+        && tokio::time::Instant::now() < grace
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match tokio::time::timeout_at(grace, server).await {
         Ok(Ok(result)) => result,
         Ok(Err(join_error)) => Err(std::io::Error::other(join_error)),
         Err(_) => {

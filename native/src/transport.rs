@@ -73,14 +73,10 @@ pub async fn engine_endpoint(State(state): State<AppState>, request: Request) ->
             }
         }
         TransportKind::Polling => {
-            let limit = usize::try_from(policy.max_payload)
-                .unwrap_or(usize::MAX)
-                .saturating_add(1);
-            // Read one byte past the limit so core sees the oversize body and answers 413.
-            let body = match to_bytes(request.into_body(), limit).await {
-                Ok(body) => body,
-                Err(_) => Bytes::from(vec![0u8; limit]),
-            };
+            let limit = usize::try_from(policy.max_payload).unwrap_or(usize::MAX);
+            // Over the limit (or the client went away mid-body): `None`, and core answers 413 and
+            // ends the session; nothing oversized is ever buffered.
+            let body = to_bytes(request.into_body(), limit).await.ok();
             polling(state, key, policy, method, query.sid, origin, body).await
         }
     }
@@ -93,7 +89,7 @@ async fn polling(
     method: Method,
     sid: Option<String>,
     origin: Option<String>,
-    body: Bytes,
+    body: Option<Bytes>,
 ) -> Response {
     let request = next_conn_id();
     let (reply, answer) = oneshot::channel();
@@ -146,17 +142,36 @@ fn websocket(
     sid: Option<String>,
 ) -> Response {
     // Small buffers keep idle connections cheap; the library defaults (128 KiB) dominate memory.
+    // Larger messages still arrive whole: the buffer grows for them.
     // The message cap sits a little above max_payload so core, not the library, decides (and closes
     // with a clear code) for the common case.
     let max_message = usize::try_from(policy.max_payload)
         .unwrap_or(usize::MAX)
         .saturating_add(64);
     upgrade
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(max_message)
         .max_frame_size(max_message)
         .on_upgrade(move |socket| run_websocket(socket, state, key, policy, sid))
+}
+
+/// WebSocket tasks still running; shutdown waits for them to send their close frames.
+pub static OPEN_WEBSOCKETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct OpenWebSocket;
+
+impl OpenWebSocket {
+    fn new() -> Self {
+        OPEN_WEBSOCKETS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        OpenWebSocket
+    }
+}
+
+impl Drop for OpenWebSocket {
+    fn drop(&mut self) {
+        OPEN_WEBSOCKETS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// One task per WebSocket: forwards incoming messages to the channel and writes what it sends back.
@@ -167,6 +182,7 @@ async fn run_websocket(
     policy: Arc<ChannelPolicy>,
     sid: Option<String>,
 ) {
+    let _open = OpenWebSocket::new();
     let conn = next_conn_id();
     let (outbound, mut from_channel) = mpsc::channel(OUTBOUND_QUEUE);
     let registry = &state.registry;

@@ -304,11 +304,21 @@ impl Channel {
                 continue;
             }
             let sid = snapshot.sid.clone();
-            let mut session = Session::new(sid.clone(), Transport::WebSocket { conn });
+            let mut session = Session::new(
+                sid.clone(),
+                Transport::WebSocket { conn },
+                snapshot.connected_at,
+            );
             if snapshot.awaiting_connect {
-                session.connect_deadline = Some(now + self.policy.connect_timeout_ms);
+                // The original deadline, not a fresh one: a host that restores at every wake-up
+                // must not keep a silent socket alive forever.
+                session.connect_deadline = Some(
+                    snapshot
+                        .connected_at
+                        .saturating_add(self.policy.connect_timeout_ms)
+                        .max(now),
+                );
             }
-            session.partial = snapshot.partial;
             for socket in snapshot.sockets {
                 let namespace = self.namespaces.entry(socket.namespace.clone()).or_default();
                 namespace.sockets.insert(socket.id.clone(), sid.clone());
@@ -326,6 +336,26 @@ impl Channel {
             self.websockets.insert(conn, sid.clone());
             self.sessions.insert(sid.clone(), session);
             self.start_heartbeat(&sid, now);
+            if self.batched_heartbeats
+                && let Some(session) = self.sessions.get_mut(&sid)
+            {
+                // Who answered the last round is unknown after a restart. Any socket old enough to
+                // have been pinged must show a pong (see `handle_pong_seen`) newer than one interval
+                // plus the allowed answer time ago, or it is closed at the next round.
+                let window = self
+                    .policy
+                    .ping_interval_ms
+                    .saturating_add(self.policy.ping_timeout_ms);
+                let threshold = now.saturating_sub(window);
+                if session.connected_at <= threshold {
+                    session.awaiting_pong_since = Some(threshold);
+                }
+            }
+        }
+        if self.batched_heartbeats && !self.sessions.is_empty() {
+            // The wake-up that restored us is, most likely, the round's alarm: run it now.
+            self.ping_round = Some(now);
+            self.timers.push(Reverse((now, PING_ROUND_KEY.to_string())));
         }
     }
 
@@ -668,6 +698,25 @@ impl Channel {
         }
     }
 
+    /// A polling request whose body the host refused to read because it is larger than the
+    /// channel's `max_payload` (its `Content-Length` said so, or reading hit the limit): `413`,
+    /// and the session ends, as for an oversize body read in full.
+    pub fn handle_polling_too_large(
+        &mut self,
+        request: ConnId,
+        sid: Option<&str>,
+        origin: Option<&str>,
+    ) {
+        let cors = cors_headers(&self.policy, origin);
+        self.respond(
+            request,
+            HttpResponse::text(413, "payload too large").with_headers(cors),
+        );
+        if let Some(sid) = sid {
+            self.close_session(sid, CloseReason::PayloadTooLarge);
+        }
+    }
+
     /// The client gave up on a request (connection dropped). A held GET going away ends its session,
     /// as the reference server does: the client is gone or broken.
     pub fn handle_http_aborted(&mut self, request: ConnId, _now: u64) {
@@ -1000,6 +1049,13 @@ impl Channel {
             self.close_session(sid, CloseReason::ProtocolError);
             return;
         };
+        // One packet's attachments together obey the payload limit, or a client could make the
+        // server hold a thousand maximal frames.
+        let buffered: usize = partial.received().iter().map(Bytes::len).sum();
+        if (buffered + bytes.len()) as u64 > self.policy.max_payload {
+            self.close_session(sid, CloseReason::PayloadTooLarge);
+            return;
+        }
         match partial.push(bytes) {
             Ok(None) => {}
             Ok(Some((packet, attachments))) => {
@@ -1133,7 +1189,11 @@ impl Channel {
                 let mut socket = SocketState::new(socket_id.clone());
                 socket.user = grant.subject;
                 socket.granted_rooms = grant.rooms;
-                socket.allowance = self.policy.events_per_second.map(|rate| (rate * 1000, now));
+                socket.granted_rooms.truncate(session::MAX_GRANTED_ROOMS);
+                socket.allowance = self
+                    .policy
+                    .events_per_second
+                    .map(|rate| (rate.saturating_mul(1000), now));
                 session.sockets.insert(namespace.to_string(), socket);
                 self.namespaces
                     .entry(namespace.to_string())
@@ -1485,7 +1545,7 @@ impl Channel {
 
     fn new_session(&mut self, transport: Transport, now: u64) -> String {
         let sid = self.new_id(|channel, id| channel.sessions.contains_key(id));
-        let mut session = Session::new(sid.clone(), transport);
+        let mut session = Session::new(sid.clone(), transport, now);
         if self.behaviour.engine_layer() == EngineLayer::SocketIo {
             session.connect_deadline = Some(now + self.policy.connect_timeout_ms);
         }

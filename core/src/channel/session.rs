@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::{ConnId, Frames};
 use crate::socketio::PartialBinaryPacket;
 
+/// Most token-granted rooms kept per socket (bounds the snapshot a Durable Object stores).
+pub const MAX_GRANTED_ROOMS: usize = 32;
+
 /// CORS headers of a held request, kept to answer it later.
 pub(super) type HeldRequest = (ConnId, Vec<(&'static str, String)>);
 
@@ -105,6 +108,8 @@ impl SocketState {
 #[derive(Debug)]
 pub(super) struct Session {
     pub sid: String,
+    /// When the session opened (host clock), kept across restarts.
+    pub connected_at: u64,
     pub transport: Transport,
     /// Frames waiting for the next polling GET.
     pub poll_queue: Vec<Frames>,
@@ -121,9 +126,10 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub fn new(sid: String, transport: Transport) -> Self {
+    pub fn new(sid: String, transport: Transport, connected_at: u64) -> Self {
         Self {
             sid,
+            connected_at,
             transport,
             poll_queue: Vec::new(),
             next_ping_at: None,
@@ -177,6 +183,7 @@ impl Session {
         SessionSnapshot {
             sid: self.sid.clone(),
             awaiting_connect: self.connect_deadline.is_some(),
+            connected_at: self.connected_at,
             sockets: self
                 .sockets
                 .iter()
@@ -194,7 +201,6 @@ impl Session {
                         .collect(),
                 })
                 .collect(),
-            partial: self.partial.clone(),
         }
     }
 }
@@ -207,11 +213,11 @@ pub struct SessionSnapshot {
     /// True until the client joins its first namespace (the connect timeout still applies).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub awaiting_connect: bool,
+    /// When the session opened (host clock, milliseconds since the epoch).
+    #[serde(default)]
+    pub connected_at: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<SocketSnapshot>,
-    /// A binary packet caught between its header and its last attachment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partial: Option<PartialBinaryPacket>,
 }
 
 /// One namespace membership inside a [`SessionSnapshot`].

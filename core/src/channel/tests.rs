@@ -982,3 +982,75 @@ fn max_sockets_refuses_beyond_the_limit() {
     h.text(3, "40");
     assert!(texts(&h.outputs(), 3)[0].starts_with("40{"));
 }
+
+/// A Durable Object that hibernates between rounds restores at every alarm: the restored channel
+/// must ping at once and close the socket that stopped answering.
+#[test]
+fn batched_heartbeats_survive_a_restore_at_every_round() {
+    let batched = || {
+        Channel::new(
+            "test",
+            policy(BehaviourKind::Relay, RelayMode::All),
+            Box::new(SequenceRandom::new(3)),
+        )
+        .with_batched_heartbeats()
+    };
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel = batched();
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.open_ws(3); // never joins a namespace
+    h.outputs();
+    let mut pinged_at = None;
+    for round in 0..4 {
+        // Hibernation: only the snapshots survive; the alarm wakes a fresh object.
+        let snapshots = h.channel.snapshots();
+        h.now += 300;
+        let mut fresh = batched();
+        fresh.restore_sessions(snapshots, h.now);
+        h.channel = fresh;
+        // The runtime answered pongs for socket 1 only.
+        if let Some(at) = pinged_at {
+            h.channel.handle_pong_seen(1, at + 2);
+        }
+        h.channel.handle_timeout(h.now);
+        let out = h.outputs();
+        assert_eq!(
+            texts(&out, 1),
+            vec!["2"],
+            "round {round}: socket 1 is pinged"
+        );
+        if round >= 1 {
+            assert!(
+                closed(&out, 2).is_some() || h.channel.snapshot(2).is_none(),
+                "round {round}: socket 2 never answered"
+            );
+        }
+        pinged_at = Some(h.now);
+    }
+    // The never-connected socket hit its connect timeout (1000 ms) despite the restarts.
+    assert!(h.channel.snapshot(3).is_none());
+    assert_eq!(h.channel.session_count(), 1);
+}
+
+#[test]
+fn binary_attachments_obey_the_payload_limit_together() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.connect(1, "/");
+    h.outputs();
+    let placeholders: Vec<String> = (0..5)
+        .map(|n| format!(r#"{{"_placeholder":true,"num":{n}}}"#))
+        .collect();
+    h.text(1, &format!(r#"455-["big",{}]"#, placeholders.join(",")));
+    for _ in 0..3 {
+        h.channel
+            .handle_ws_binary(1, Bytes::from(vec![0u8; 300]), h.now);
+    }
+    assert!(
+        closed(&h.outputs(), 1).is_none(),
+        "900 bytes fit in max_payload 1000"
+    );
+    h.channel
+        .handle_ws_binary(1, Bytes::from(vec![0u8; 300]), h.now);
+    assert_eq!(closed(&h.outputs(), 1), Some(1009), "1200 bytes do not");
+}
