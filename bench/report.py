@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Turns bench/run.sh's results (JSON lines) into docs/bench/results.md and SVG bar charts.
+
+Standard library only. Ratios are computed within the one run the file holds."""
+
+import json
+import sys
+from pathlib import Path
+
+SERVERS = ["switchboard", "socketioxide", "socket.io", "raw"]
+COLOURS = {"switchboard": "#2f6feb", "socketioxide": "#d97706", "socket.io": "#6b7280", "raw": "#10b981",
+           "switchboard-edge": "#2f6feb", "js-durable-object": "#10b981"}
+
+
+def load(path):
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return {(row["server"], row["test"]): row for row in rows}, rows
+
+
+def bar_chart(title, unit, values, path, lower_is_better=False):
+    """values: list of (label, number). A plain horizontal bar chart."""
+    width, bar_h, gap, left = 640, 26, 10, 150
+    height = 50 + len(values) * (bar_h + gap)
+    top = max((v for _, v in values), default=1) or 1
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="10" y="22" font-size="15" font-weight="bold">{title}</text>',
+             f'<text x="{width - 10}" y="22" text-anchor="end" fill="#6b7280">{unit}{" (lower is better)" if lower_is_better else " (higher is better)"}</text>']
+    for i, (label, value) in enumerate(values):
+        y = 40 + i * (bar_h + gap)
+        w = int((width - left - 110) * value / top)
+        colour = COLOURS.get(label.split(" ")[0], "#2f6feb")
+        parts.append(f'<text x="{left - 8}" y="{y + 18}" text-anchor="end">{label}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{max(w, 1)}" height="{bar_h}" fill="{colour}"/>')
+        parts.append(f'<text x="{left + max(w, 1) + 6}" y="{y + 18}">{fmt(value)}</text>')
+    parts.append("</svg>")
+    Path(path).write_text("\n".join(parts) + "\n")
+
+
+def fmt(value):
+    if value >= 10_000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}×" if a and b else "n/a"
+
+
+def main(results, out_dir, machine):
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    by_key, rows = load(results)
+    md = ["# Benchmark results", "", f"Machine: {machine}. All servers ran one at a time on 127.0.0.1, driven by "
+          "`switchboard-loadgen` (WebSocket clients speaking Socket.IO) in one run of `bench/run.sh`; "
+          "ratios compare numbers from this same run. Every delivery is checked: lost, duplicated or "
+          "reordered events fail the run.", ""]
+
+    def get(server, test, field, sub=None):
+        row = by_key.get((server, test))
+        if not row:
+            return None
+        value = row.get(field)
+        return value.get(sub) if sub and isinstance(value, dict) else value
+
+    # Idle memory.
+    idle = [(s, get(s, "idle", "bytes_per_connection")) for s in SERVERS]
+    idle = [(s, v) for s, v in idle if v is not None]
+    if idle:
+        sio = get("socket.io", "idle", "bytes_per_connection")
+        clients = get("switchboard", "idle", "clients")
+        md += [f"## Idle memory per connection ({clients:,} connections)", "",
+               "| server | RSS per connection | vs socket.io |", "|---|---|---|"]
+        md += [f"| {s} | {v / 1024:.1f} KB | {ratio(v, sio)} |" for s, v in idle]
+        md += ["", "![idle memory](idle-memory.svg)", ""]
+        bar_chart("Idle RSS per connection", "KB", [(s, v / 1024) for s, v in idle], out / "idle-memory.svg", True)
+
+    # Fan-out at saturation.
+    for test, title in [("fanout-1000", "1,000 clients"), ("fanout-10000", "10,000 clients"),
+                        ("emit-1000", "1,000 clients, driven by POST /emit")]:
+        values = [(s, get(s, test, "deliveries_per_second")) for s in SERVERS]
+        values = [(s, v) for s, v in values if v is not None]
+        if not values:
+            continue
+        ours = get("switchboard", test, "deliveries_per_second")
+        md += [f"## Fan-out at saturation: {title}", "",
+               "| server | deliveries/s | events/s | p99 latency | Switchboard is |", "|---|---|---|---|---|"]
+        for s, v in values:
+            md.append(f"| {s} | {v:,.0f} | {get(s, test, 'events_per_second'):,.0f} | "
+                      f"{get(s, test, 'latency_us', 'p99') / 1000:.1f} ms | {ratio(ours, v) if s != 'switchboard' else ''} |")
+        svg = f"{test}.svg"
+        md += ["", f"![{title}]({svg})", ""]
+        bar_chart(f"Fan-out deliveries/s, {title}", "deliveries/s", values, out / svg)
+
+    # Latency at a fixed rate.
+    values = [(s, by_key.get((s, "latency-1000"))) for s in SERVERS]
+    values = [(s, r) for s, r in values if r]
+    if values:
+        rate = values[0][1]["rate"]
+        md += [f"## Latency at a fixed rate: 1,000 clients, {rate} events/s", "",
+               "| server | p50 | p99 | max |", "|---|---|---|---|"]
+        md += [f"| {s} | {r['latency_us']['p50'] / 1000:.2f} ms | {r['latency_us']['p99'] / 1000:.2f} ms | "
+               f"{r['latency_us']['max'] / 1000:.2f} ms |" for s, r in values]
+        md += ["", "![latency](latency-p99.svg)", ""]
+        bar_chart("p99 end-to-end latency at a fixed rate", "ms",
+                  [(s, r["latency_us"]["p99"] / 1000) for s, r in values], out / "latency-p99.svg", True)
+
+    # Edge.
+    edge = [(s, by_key.get((s, "edge-emit-1000"))) for s in ["switchboard-edge", "js-durable-object"]]
+    edge = [(s, r) for s, r in edge if r]
+    if edge:
+        base = get("js-durable-object", "edge-emit-1000", "deliveries_per_second")
+        md += ["## Edge fan-out under wrangler dev (1,000 WebSocket clients, POST /emit)", "",
+               "| server | deliveries/s | p50 | p99 | vs the JS Durable Object |", "|---|---|---|---|---|"]
+        md += [f"| {s} | {r['deliveries_per_second']:,.0f} | {r['latency_us']['p50'] / 1000:.1f} ms | "
+               f"{r['latency_us']['p99'] / 1000:.1f} ms | {ratio(r['deliveries_per_second'], base)} |" for s, r in edge]
+        wasm = by_key.get(("switchboard-edge", "wasm"))
+        if wasm:
+            md += ["", f"Worker wasm: {wasm['gzip_bytes'] / 1000:.0f} KB gzip ({wasm['raw_bytes'] / 1000:.0f} KB raw)."]
+        md += ["", "![edge](edge-fanout.svg)", ""]
+        bar_chart("Edge fan-out deliveries/s (wrangler dev)", "deliveries/s",
+                  [(s, r["deliveries_per_second"]) for s, r in edge], out / "edge-fanout.svg")
+
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    print((out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "unknown machine")

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# One command for the whole benchmark: builds Switchboard, the load generator and the peers, runs
+# each server in turn on 127.0.0.1 under the same load, then the edge against a hand-written JS
+# Durable Object under wrangler dev, and writes docs/bench/results.md plus SVG charts.
+#
+#   bash bench/run.sh            (QUICK=1 for a short smoke run)
+#
+# Every run is bounded: fixed client counts, fixed durations, servers stopped at the end.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT="$ROOT/docs/bench"
+RESULTS="$ROOT/target/bench/results.jsonl"
+LOGS="$ROOT/target/bench/logs"
+mkdir -p "$OUT" "$LOGS"
+: >"$RESULTS"
+
+SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
+IDLE_CLIENTS="${IDLE_CLIENTS:-10000}"
+BIG_FANOUT="${BIG_FANOUT:-10000}"
+FIXED_RATE="${FIXED_RATE:-100}"
+if [ -n "${QUICK:-}" ]; then SECONDS_PER_RUN=2 IDLE_CLIENTS=2000 BIG_FANOUT=2000; fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "building (release)"
+cargo build --release -p switchboard-native -p switchboard-loadgen
+cargo build --release --manifest-path bench/peers/socketioxide/Cargo.toml
+cargo build --release --manifest-path bench/peers/raw/Cargo.toml
+(cd bench/peers/socketio && { [ -d node_modules ] || npm ci --no-audit --no-fund; })
+(cd tests && { [ -d node_modules ] || npm ci --no-audit --no-fund; })
+LOADGEN="$ROOT/target/release/switchboard-loadgen"
+
+PGID=""
+stop_server() {
+    if [ -n "$PGID" ]; then
+        kill -TERM -- "-$PGID" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 -- "-$PGID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$PGID" 2>/dev/null || true
+        PGID=""
+    fi
+}
+trap stop_server EXIT
+start_server() { # name port command...
+    local name="$1" port="$2"
+    shift 2
+    setsid "$@" >"$LOGS/$name.log" 2>&1 &
+    PGID=$!
+    for _ in $(seq 1 600); do
+        if node -e "fetch('http://127.0.0.1:$port/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "$name did not start; see $LOGS/$name.log" >&2
+    exit 1
+}
+# The listening process (not the setsid wrapper): RSS is read from it.
+server_pid() { ss -ltnpH "sport = :$1" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1; }
+record() { # server test json
+    python3 -c 'import json,sys; row=json.loads(sys.argv[3]); row.update(server=sys.argv[1], test=sys.argv[2]); print(json.dumps(row))' "$1" "$2" "$3" >>"$RESULTS"
+    echo "$1 $2: $3"
+}
+measure() { # name port driver-supports-idle
+    local name="$1" port="$2"
+    local target=(--server "127.0.0.1:$port" --path /socket.io/chats/bench/)
+    record "$name" idle "$("$LOADGEN" "${target[@]}" idle --clients "$IDLE_CLIENTS" --pid "$(server_pid "$port")")"
+    record "$name" fanout-1000 "$("$LOADGEN" "${target[@]}" fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --window 64)"
+    record "$name" fanout-10000 "$("$LOADGEN" "${target[@]}" fanout --clients "$BIG_FANOUT" --seconds "$SECONDS_PER_RUN" --window 16)"
+    record "$name" latency-1000 "$("$LOADGEN" "${target[@]}" fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --rate "$FIXED_RATE")"
+    record "$name" emit-1000 "$("$LOADGEN" "${target[@]}" fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --driver emit)"
+}
+
+# Each server fresh, alone on the machine, same load.
+TMP_CWD="$(mktemp -d)" # no wrangler.toml there: Switchboard runs its embedded default (chats/:id)
+step "switchboard (native)"
+start_server switchboard 4100 env -C "$TMP_CWD" API_SECRET=bench-secret RUST_LOG=warn "$ROOT/target/release/switchboard" --port 4100
+measure switchboard 4100
+stop_server
+
+step "socketioxide"
+start_server socketioxide 4101 "$ROOT/bench/peers/socketioxide/target/release/bench-peer-socketioxide" --port 4101
+measure socketioxide 4101
+stop_server
+
+step "socket.io"
+start_server socket.io 4102 node "$ROOT/bench/peers/socketio/server.mjs" --port 4102
+measure socket.io 4102
+stop_server
+
+step "raw baseline"
+start_server raw 4103 "$ROOT/bench/peers/raw/target/release/bench-peer-raw" --port 4103
+measure raw 4103
+stop_server
+
+# --- the edge ---------------------------------------------------------------------------------------
+WRANGLER="$ROOT/tests/node_modules/.bin/wrangler"
+export WRANGLER_SEND_METRICS=false
+step "edge: Switchboard under wrangler dev"
+start_server switchboard-edge 4200 "$WRANGLER" dev --ip 127.0.0.1 --port 4200 --var API_SECRET:bench-secret \
+    --persist-to "$ROOT/target/bench/wrangler-switchboard" --show-interactive-dev-session=false
+record switchboard-edge edge-emit-1000 "$("$LOADGEN" --server 127.0.0.1:4200 fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --driver emit)"
+WASM="$ROOT/edge/build/index_bg.wasm"
+record switchboard-edge wasm "{\"raw_bytes\": $(wc -c <"$WASM"), \"gzip_bytes\": $(gzip -9 -c "$WASM" | wc -c)}"
+stop_server
+
+step "edge: the JS Durable Object baseline under wrangler dev"
+start_server js-durable-object 4201 "$WRANGLER" dev --config bench/edge-baseline/wrangler.toml --ip 127.0.0.1 --port 4201 \
+    --persist-to "$ROOT/target/bench/wrangler-baseline" --show-interactive-dev-session=false
+record js-durable-object edge-emit-1000 "$("$LOADGEN" --server 127.0.0.1:4201 fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --driver emit)"
+stop_server
+
+step "report"
+MACHINE="$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -m), $(date -u +%Y-%m-%d)"
+python3 bench/report.py "$RESULTS" "$OUT" "$MACHINE"
+cp "$RESULTS" "$OUT/results.jsonl"
