@@ -9,12 +9,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use switchboard_core::api::Occupancy;
 use switchboard_core::channel::{
     Channel, ConnId, EmitError, Frames, Output, RandomSource, ServerEmit,
 };
 use switchboard_core::config::ChannelPolicy;
+use switchboard_core::frame::FrameKind;
 use switchboard_core::http::{HttpResponse, Method};
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,8 +31,25 @@ pub const OUTBOUND_QUEUE: usize = 1024;
 /// What a WebSocket task receives from its channel.
 #[derive(Debug)]
 pub enum Outbound {
-    Frames(Frames),
-    Close { code: u16, reason: &'static str },
+    /// One packet's WebSocket messages, converted once per broadcast and shared by all recipients.
+    Messages(Arc<[Message]>),
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
+}
+
+/// Converts a packet's frames into WebSocket messages; text frames are UTF-8 by construction.
+fn to_messages(frames: &Frames) -> Arc<[Message]> {
+    frames
+        .iter()
+        .filter_map(|frame| match frame.kind() {
+            FrameKind::Text => Utf8Bytes::try_from(frame.bytes().clone())
+                .ok()
+                .map(Message::Text),
+            FrameKind::Binary => Some(Message::Binary(frame.bytes().clone())),
+        })
+        .collect()
 }
 
 /// What a channel task is asked to do.
@@ -415,13 +434,25 @@ impl ChannelActor {
     }
 
     fn drain_outputs(&mut self) {
+        // A broadcast reaches every recipient as the same `Frames`: convert it once.
+        let mut converted: Option<(Frames, Arc<[Message]>)> = None;
         while let Some(output) = self.channel.poll_output() {
             match output {
                 Output::Transmit { conn, frames } => {
                     let Some(outbound) = self.websockets.get(&conn) else {
                         continue;
                     };
-                    if outbound.try_send(Outbound::Frames(frames)).is_err() {
+                    let messages = match &converted {
+                        Some((source, messages)) if Arc::ptr_eq(source, &frames) => {
+                            messages.clone()
+                        }
+                        _ => {
+                            let messages = to_messages(&frames);
+                            converted = Some((frames, messages.clone()));
+                            messages
+                        }
+                    };
+                    if outbound.try_send(Outbound::Messages(messages)).is_err() {
                         // Too slow (or gone): drop it rather than buffer without bound. Dropping the
                         // sender ends the connection task, which closes the socket.
                         tracing::debug!(channel = %self.key, conn, "dropping a WebSocket that cannot keep up");

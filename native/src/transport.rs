@@ -9,9 +9,9 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::SinkExt;
 use switchboard_core::channel::ConnId;
 use switchboard_core::config::{ChannelPolicy, Config};
-use switchboard_core::frame::FrameKind;
 use switchboard_core::http::{
     self as core_http, EngineError, HttpResponse, Method, Route, TransportKind,
 };
@@ -210,9 +210,12 @@ async fn run_websocket(
                 registry.send(&key, &policy, command).await;
             }
             outgoing = from_channel.recv() => match outgoing {
-                Some(Outbound::Frames(frames)) => {
-                    if write_frames(&mut socket, &frames).await.is_err() {
-                        break;
+                Some(Outbound::Messages(messages)) => {
+                    match write_batch(&mut socket, &messages, &mut from_channel).await {
+                        Ok(Batch::Open) => {}
+                        // The channel already forgot this connection.
+                        Ok(Batch::Closed) => return,
+                        Err(_) => break,
                     }
                 }
                 Some(Outbound::Close { code, reason }) => {
@@ -235,21 +238,45 @@ async fn run_websocket(
         .await;
 }
 
-async fn write_frames(
+/// Whether a batch ended with the channel closing the connection.
+enum Batch {
+    Open,
+    Closed,
+}
+
+/// Writes one packet's messages, and every packet already queued behind it, then flushes once:
+/// under load many events leave in one system call.
+async fn write_batch(
     socket: &mut WebSocket,
-    frames: &[switchboard_core::frame::WireFrame],
-) -> Result<(), axum::Error> {
-    for frame in frames {
-        let message = match frame.kind() {
-            FrameKind::Text => match Utf8Bytes::try_from(frame.bytes().clone()) {
-                Ok(text) => Message::Text(text),
-                Err(_) => continue,
-            },
-            FrameKind::Binary => Message::Binary(frame.bytes().clone()),
-        };
-        socket.send(message).await?;
+    first: &[Message],
+    queue: &mut mpsc::Receiver<Outbound>,
+) -> Result<Batch, axum::Error> {
+    for message in first {
+        socket.feed(message.clone()).await?;
     }
-    Ok(())
+    let mut budget = 64;
+    while budget > 0 {
+        match queue.try_recv() {
+            Ok(Outbound::Messages(messages)) => {
+                for message in messages.iter() {
+                    socket.feed(message.clone()).await?;
+                }
+                budget -= 1;
+            }
+            Ok(Outbound::Close { code, reason }) => {
+                let frame = CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                };
+                socket.feed(Message::Close(Some(frame))).await?;
+                socket.flush().await?;
+                return Ok(Batch::Closed);
+            }
+            Err(_) => break,
+        }
+    }
+    socket.flush().await?;
+    Ok(Batch::Open)
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {

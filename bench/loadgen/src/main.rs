@@ -250,10 +250,34 @@ struct FanoutPlan {
 /// What every receiver reports at the end.
 #[derive(Default)]
 struct ReceiverReport {
+    /// Distinct events received.
     received: u64,
+    /// Events that arrived after a later one.
     out_of_order: u64,
+    /// Events received more than once.
     duplicates: u64,
-    last: Option<u64>,
+    highest: Option<u64>,
+    /// Bit n is set once event n arrived.
+    seen: Vec<u64>,
+}
+
+impl ReceiverReport {
+    fn record(&mut self, n: u64) {
+        let (word, bit) = ((n / 64) as usize, 1u64 << (n % 64));
+        if self.seen.len() <= word {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & bit != 0 {
+            self.duplicates += 1;
+            return;
+        }
+        self.seen[word] |= bit;
+        self.received += 1;
+        match self.highest {
+            Some(highest) if n < highest => self.out_of_order += 1,
+            _ => self.highest = Some(n),
+        }
+    }
 }
 
 /// Microseconds since the run started (sender and receivers share the process clock).
@@ -322,17 +346,10 @@ async fn fanout(server: &str, path: &str, plan: FanoutPlan) -> anyhow::Result<()
                 };
                 let now = micros(start);
                 let _ = local.record(now.saturating_sub(sent).max(1));
-                match report.last {
-                    Some(last) if n == last + 1 => {}
-                    Some(last) if n <= last => report.duplicates += 1,
-                    None if n == 0 => {}
-                    _ => report.out_of_order += 1,
-                }
-                report.last = Some(report.last.map_or(n, |last| last.max(n)));
-                report.received += 1;
+                report.record(n);
                 deliveries.fetch_add(1, Ordering::Relaxed);
                 if index == 0 {
-                    progress.store(n + 1, Ordering::Release);
+                    progress.fetch_max(n + 1, Ordering::AcqRel);
                 }
             }
             let _ = histogram.lock().await.add(&local);
