@@ -25,6 +25,7 @@ use crate::behaviour::RESERVED_PREFIX;
 use crate::channel::ServerEmit;
 use crate::config::{Config, validate_channel_name};
 use crate::http::HttpResponse;
+use crate::socketio::RESERVED_EVENTS;
 
 /// Name of the secret (a Worker secret, or an environment variable natively) that authenticates the
 /// API.
@@ -33,16 +34,6 @@ pub const API_SECRET_VAR: &str = "API_SECRET";
 pub const MAX_BATCH_CHANNELS: usize = 100;
 /// Largest accepted request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 1_000_000;
-
-/// Event names socket.io-client treats specially; never emitted as events.
-const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
 
 /// An API error: the HTTP status, a machine-readable code, the request field at fault (if one is),
 /// and a sentence for humans.

@@ -9,20 +9,11 @@ use proptest::sample::Index;
 use serde_json::{Map, Value, json};
 use switchboard_core::engineio::{self, decode_payload, encode_payload};
 use switchboard_core::frame::WireFrame;
+use switchboard_core::socketio::RESERVED_EVENTS;
 use switchboard_core::socketio::{
     self, MAX_ACK_ID, PacketKind, PartialBinaryPacket, SioDecodeError, placeholder,
     validate_placeholders,
 };
-
-const RESERVED_EVENTS: [&str; 6] = [
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
-
 // ---------------------------------------------------------------------------------------------
 // Generators
 // ---------------------------------------------------------------------------------------------

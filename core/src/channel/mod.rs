@@ -56,7 +56,7 @@ use crate::config::{AuthMode, ChannelPolicy};
 use crate::engineio::{self, Handshake};
 use crate::frame::WireFrame;
 use crate::http::{EngineError, HttpResponse, Method, cors_headers};
-use crate::socketio::{self, PacketKind, PartialBinaryPacket};
+use crate::socketio::{self, PacketKind, PartialBinaryPacket, RESERVED_EVENTS};
 
 use session::{PendingAck, Session, SocketState, Transport};
 pub use session::{SessionSnapshot, SocketSnapshot};
@@ -168,16 +168,6 @@ pub enum EmitError {
     #[error("binary attachments do not match the placeholders: {0}")]
     Attachments(String),
 }
-
-/// Event names Socket.IO clients treat specially and that must never be emitted as events.
-const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
 
 /// One namespace's membership: sockets and rooms, keyed by socket id.
 #[derive(Debug, Default)]

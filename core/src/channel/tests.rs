@@ -95,6 +95,15 @@ impl Harness {
         }
     }
 
+    /// Opens a polling session with request `request` and returns its sid.
+    fn open_polling(&mut self, request: ConnId) -> String {
+        self.channel
+            .handle_polling(request, Method::Get, None, None, Bytes::new(), self.now);
+        let text = body(&response_to(&self.outputs(), request).expect("handshake answered"));
+        let handshake: Value = serde_json::from_str(&text[1..]).expect("handshake is JSON");
+        handshake["sid"].as_str().expect("sid").to_string()
+    }
+
     fn get(&mut self, request: ConnId, sid: &str) {
         self.channel.handle_polling(
             request,
@@ -474,13 +483,7 @@ fn polling_errors_follow_the_protocol() {
     );
 
     // Duplicate GET: the second gets 400, the first a close packet, the session ends.
-    h.channel
-        .handle_polling(3, Method::Get, None, None, Bytes::new(), h.now);
-    let text = body(&response_to(&h.outputs(), 3).unwrap());
-    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = h.open_polling(3);
     h.get(4, &sid);
     h.get(5, &sid);
     let out = h.outputs();
@@ -490,13 +493,7 @@ fn polling_errors_follow_the_protocol() {
     assert_eq!(response_to(&h.outputs(), 6).unwrap().status, 400);
 
     // Oversize POST: 413 and the session ends.
-    h.channel
-        .handle_polling(7, Method::Get, None, None, Bytes::new(), h.now);
-    let text = body(&response_to(&h.outputs(), 7).unwrap());
-    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = h.open_polling(7);
     h.post(8, &sid, &format!("4{}", "x".repeat(1000)));
     assert_eq!(response_to(&h.outputs(), 8).unwrap().status, 413);
     assert_eq!(h.channel.session_count(), 0);
@@ -505,24 +502,12 @@ fn polling_errors_follow_the_protocol() {
 #[test]
 fn aborted_poll_and_client_close_end_the_session() {
     let mut h = Harness::relay(RelayMode::All);
-    h.channel
-        .handle_polling(1, Method::Get, None, None, Bytes::new(), h.now);
-    let text = body(&response_to(&h.outputs(), 1).unwrap());
-    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = h.open_polling(1);
     h.get(2, &sid);
     h.channel.handle_http_aborted(2, h.now);
     assert_eq!(h.channel.session_count(), 0);
 
-    h.channel
-        .handle_polling(3, Method::Get, None, None, Bytes::new(), h.now);
-    let text = body(&response_to(&h.outputs(), 3).unwrap());
-    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = h.open_polling(3);
     h.get(4, &sid);
     h.post(5, &sid, "1");
     let out = h.outputs();
@@ -533,13 +518,7 @@ fn aborted_poll_and_client_close_end_the_session() {
 #[test]
 fn upgrade_from_polling_to_websocket() {
     let mut h = Harness::relay(RelayMode::All);
-    h.channel
-        .handle_polling(1, Method::Get, None, None, Bytes::new(), h.now);
-    let text = body(&response_to(&h.outputs(), 1).unwrap());
-    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = h.open_polling(1);
     h.post(2, &sid, "40");
     h.get(3, &sid);
     h.outputs();
@@ -771,13 +750,7 @@ fn a_rebuilt_channel_behaves_the_same() {
 fn shutdown_closes_every_transport() {
     let mut h = Harness::relay(RelayMode::All);
     h.connect(1, "/");
-    h.channel
-        .handle_polling(2, Method::Get, None, None, Bytes::new(), h.now);
-    let text = body(&response_to(&h.outputs(), 2).unwrap());
-    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = h.open_polling(2);
     h.get(3, &sid);
     h.channel.close_all();
     let out = h.outputs();
@@ -862,13 +835,7 @@ fn batched_heartbeats_keep_polling_sessions_precise() {
         Box::new(SequenceRandom::new(3)),
     )
     .with_batched_heartbeats();
-    h.channel
-        .handle_polling(1, Method::Get, None, None, Bytes::new(), h.now);
-    let text = body(&response_to(&h.outputs(), 1).unwrap());
-    let sid = serde_json::from_str::<Value>(&text[1..]).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = h.open_polling(1);
     h.post(2, &sid, "40");
     h.get(3, &sid);
     h.outputs();

@@ -29,7 +29,7 @@ pub const MAX_ATTACHMENTS: usize = 1000;
 pub const MAX_ACK_ID: u64 = (1 << 53) - 1;
 
 /// Event names the JavaScript libraries reserve for themselves.
-const RESERVED_EVENTS: [&str; 6] = [
+pub const RESERVED_EVENTS: [&str; 6] = [
     "connect",
     "connect_error",
     "disconnect",
