@@ -183,6 +183,16 @@ impl DurableObject for ChannelObject {
                 let body = if method != Method::Post {
                     Some(Bytes::new())
                 } else if announced > policy.max_payload {
+                    // Discard it chunk by chunk: nothing is buffered, and the client's connection
+                    // stays usable for its next request.
+                    if let Ok(mut stream) = request.stream() {
+                        use futures_util::StreamExt;
+                        while let Some(chunk) = stream.next().await {
+                            if chunk.is_err() {
+                                break;
+                            }
+                        }
+                    }
                     None
                 } else {
                     Some(Bytes::from(request.bytes().await?))
