@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 use crate::behaviour::RESERVED_PREFIX;
 use crate::channel::ServerEmit;
 use crate::config::{Config, validate_channel_name};
-use crate::http::HttpResponse;
+use crate::http::{HttpResponse, Method, Route};
 use crate::socketio::RESERVED_EVENTS;
 
 /// Name of the secret (a Worker secret, or an environment variable natively) that authenticates the
@@ -130,6 +130,22 @@ pub fn authorize(header: Option<&str>, secret: Option<&str>) -> Result<(), ApiEr
     } else {
         Err(ApiError::unauthorized())
     }
+}
+
+/// The gate in front of the authenticated endpoints (`POST /emit`, `GET /channels/<channel>`):
+/// the method first, then the secret. Both hosts call it, so both answer alike.
+pub fn admit(
+    route: &Route,
+    method: Method,
+    authorization: Option<&str>,
+    secret: Option<&str>,
+) -> Result<(), ApiError> {
+    match (route, method) {
+        (Route::Emit, Method::Post) | (Route::ChannelInfo(_), Method::Get) => {}
+        (Route::Emit, _) => return Err(ApiError::method_not_allowed("POST")),
+        _ => return Err(ApiError::method_not_allowed("GET")),
+    }
+    authorize(authorization, secret)
 }
 
 /// One channel's part of an emit, validated against that channel's policy. Serializable so the
@@ -528,6 +544,32 @@ mod tests {
             503
         );
         assert_eq!(authorize(Some("Bearer x"), None).unwrap_err().status, 503);
+    }
+
+    #[test]
+    fn the_gate_checks_the_method_then_the_secret() {
+        let emit = Route::Emit;
+        let info = Route::ChannelInfo("x".into());
+        assert!(admit(&emit, Method::Post, Some("Bearer s"), Some("s")).is_ok());
+        assert!(admit(&info, Method::Get, Some("Bearer s"), Some("s")).is_ok());
+        assert_eq!(
+            admit(&emit, Method::Get, None, Some("s"))
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            admit(&info, Method::Post, None, Some("s"))
+                .unwrap_err()
+                .status,
+            405
+        );
+        assert_eq!(
+            admit(&emit, Method::Post, None, Some("s"))
+                .unwrap_err()
+                .status,
+            401
+        );
     }
 
     #[test]

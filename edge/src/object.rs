@@ -11,10 +11,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
+use std::rc::Rc;
 use switchboard_core::api::ChannelEmit;
-use switchboard_core::channel::{Channel, ConnId, Output, RandomSource, SessionSnapshot};
+
+use switchboard_core::channel::{Channel, ConnId, Frames, Output, RandomSource, SessionSnapshot};
 use switchboard_core::config::ChannelPolicy;
-use switchboard_core::frame::FrameKind;
 use switchboard_core::http::{self as core_http, HttpResponse, Method, Route, TransportKind};
 use wasm_bindgen::prelude::*;
 use worker::worker_sys::ext::WebSocketExt;
@@ -44,6 +45,27 @@ extern "C" {
         this: &StateExtras,
         ws: &worker::web_sys::WebSocket,
     ) -> Result<JsValue, JsValue>;
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `WebSocket.send(data)` for a value already converted to a JS string or array.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type SocketExtras;
+
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_value(this: &SocketExtras, data: &JsValue) -> Result<(), JsValue>;
+}
+
+/// A packet's frames as JS values: strings for text frames, byte arrays for binary ones.
+fn to_js_values(frames: &Frames) -> Rc<[JsValue]> {
+    frames
+        .iter()
+        .map(|frame| match frame.as_text() {
+            Some(text) => JsValue::from_str(text),
+            None => js_sys::Uint8Array::from(frame.bytes().as_ref()).into(),
+        })
+        .collect()
 }
 
 /// What each hibernatable WebSocket carries: enough to rebuild the channel without any storage.
@@ -481,6 +503,7 @@ impl ChannelObject {
                 return;
             };
             let mut gone = Vec::new();
+            let mut converted: Option<(Frames, Rc<[JsValue]>)> = None;
             loop {
                 while let Some(output) = live.channel.poll_output() {
                     match output {
@@ -488,17 +511,21 @@ impl ChannelObject {
                             let Some(ws) = live.sockets.get(&conn) else {
                                 continue;
                             };
-                            for frame in frames.iter() {
-                                let sent = match frame.kind() {
-                                    FrameKind::Text => {
-                                        ws.send_with_str(frame.as_text().unwrap_or_default())
-                                    }
-                                    FrameKind::Binary => ws.send_with_bytes(frame.bytes()),
-                                };
-                                if sent.is_err() {
-                                    gone.push(conn);
-                                    break;
+                            // A broadcast reaches every recipient as the same `Frames`: turn it into
+                            // JS values once, not once per socket.
+                            let values = match &converted {
+                                Some((source, values)) if Arc::ptr_eq(source, &frames) => {
+                                    values.clone()
                                 }
+                                _ => {
+                                    let values = to_js_values(&frames);
+                                    converted = Some((frames, values.clone()));
+                                    values
+                                }
+                            };
+                            let socket: &SocketExtras = ws.as_ref().unchecked_ref();
+                            if values.iter().any(|value| socket.send_value(value).is_err()) {
+                                gone.push(conn);
                             }
                         }
                         Output::CloseWebSocket { conn, code, reason } => {

@@ -105,14 +105,13 @@ async fn api_request(
         }
         return internal_call(env, &channel, &action, None).await;
     }
-    match (&route, &method) {
-        (Route::Emit, worker::Method::Post) | (Route::ChannelInfo(_), worker::Method::Get) => {}
-        (Route::Emit, _) => return Err(ApiError::method_not_allowed("POST")),
-        _ => return Err(ApiError::method_not_allowed("GET")),
-    }
     let authorization = request.headers().get("authorization").ok().flatten();
-    let secret = secret(env);
-    api::authorize(authorization.as_deref(), secret.as_deref())?;
+    api::admit(
+        &route,
+        Method::parse(method.as_ref()),
+        authorization.as_deref(),
+        secret(env).as_deref(),
+    )?;
     match route {
         Route::Emit => {
             let body = request.bytes().await.unwrap_or_default();

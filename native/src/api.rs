@@ -7,7 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
 use switchboard_core::api::{self, ApiError, Occupancy};
-use switchboard_core::http::{self as core_http, HttpResponse, Route};
+use switchboard_core::http::{self as core_http, HttpResponse, Method, Route};
 use switchboard_core::web;
 use tokio::sync::oneshot;
 
@@ -23,32 +23,25 @@ pub async fn api_endpoint(State(state): State<AppState>, request: Request) -> Re
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .map(str::to_string);
-    let authorized = api::authorize(authorization.as_deref(), state.api_secret.as_deref());
+    let admitted = api::admit(
+        &route,
+        Method::parse(method.as_str()),
+        authorization.as_deref(),
+        state.api_secret.as_deref(),
+    );
     let response = match route {
         Route::Health => Ok(api::health_response()),
         Route::Asset(path) if state.config.chat_example() => {
             Ok(web::asset(&path).unwrap_or_else(|| HttpResponse::text(404, "not found")))
         }
-        Route::Emit => {
-            if method != axum::http::Method::POST {
-                Err(ApiError::method_not_allowed("POST"))
-            } else {
-                match authorized {
-                    Ok(()) => emit(&state, request).await,
-                    Err(error) => Err(error),
-                }
-            }
-        }
-        Route::ChannelInfo(channel) => {
-            if method != axum::http::Method::GET {
-                Err(ApiError::method_not_allowed("GET"))
-            } else {
-                match authorized {
-                    Ok(()) => channel_info(&state, channel).await,
-                    Err(error) => Err(error),
-                }
-            }
-        }
+        Route::Emit => match admitted {
+            Ok(()) => emit(&state, request).await,
+            Err(error) => Err(error),
+        },
+        Route::ChannelInfo(channel) => match admitted {
+            Ok(()) => channel_info(&state, channel).await,
+            Err(error) => Err(error),
+        },
         Route::Debug { action, channel } if state.config.debug_endpoints() => {
             Ok(debug(&state, &action, channel).await)
         }

@@ -95,6 +95,16 @@ impl Harness {
         }
     }
 
+    /// A server emit to the whole namespace `/`; returns how many sockets it reached.
+    fn emit_to_all(&mut self, args: Value) -> usize {
+        let emit = ServerEmit {
+            namespace: "/".into(),
+            args,
+            ..ServerEmit::default()
+        };
+        self.channel.emit(emit, self.now).expect("a valid emit")
+    }
+
     /// Opens a polling session with request `request` and returns its sid.
     fn open_polling(&mut self, request: ConnId) -> String {
         self.channel
@@ -533,16 +543,7 @@ fn upgrade_from_polling_to_websocket() {
         "held GET ends with a noop"
     );
     // Events during the upgrade wait for the new transport.
-    h.channel
-        .emit(
-            ServerEmit {
-                namespace: "/".into(),
-                args: json!(["during"]),
-                ..ServerEmit::default()
-            },
-            h.now,
-        )
-        .unwrap();
+    h.emit_to_all(json!(["during"]));
     h.text(100, "5");
     let out = h.outputs();
     assert_eq!(texts(&out, 100), vec![r#"42["during"]"#]);
@@ -879,16 +880,7 @@ fn private_channels_admit_only_valid_tokens() {
         "{refused:?}"
     );
     // The refused socket gets nothing the channel says.
-    h.channel
-        .emit(
-            ServerEmit {
-                namespace: "/".into(),
-                args: json!(["secret"]),
-                ..ServerEmit::default()
-            },
-            h.now,
-        )
-        .unwrap();
+    h.emit_to_all(json!(["secret"]));
     assert!(texts(&h.outputs(), 1).is_empty());
 
     let token = signed(
