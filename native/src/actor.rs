@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
+use futures_util::future::Either;
 use switchboard_core::api::Occupancy;
 use switchboard_core::channel::{
     Channel, ConnId, EmitError, Frames, Output, RandomSource, ServerEmit,
@@ -19,13 +19,16 @@ use switchboard_core::config::ChannelPolicy;
 use switchboard_core::frame::FrameKind;
 use switchboard_core::http::{HttpResponse, Method};
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use crate::outbox::OutboxSender;
 
 /// How long an empty channel's task lingers before it ends.
 pub const IDLE_LINGER: Duration = Duration::from_secs(5);
 /// Commands a channel may have queued before senders wait (backpressure on busy channels).
 const COMMAND_QUEUE: usize = 1024;
-/// Frame batches a WebSocket may have queued before it counts as too slow and is dropped, so one
-/// stalled client never holds up the channel.
+/// Packets a WebSocket may have queued before it counts as too slow and is dropped, so one stalled
+/// client never holds up the channel.
 pub const OUTBOUND_QUEUE: usize = 1024;
 
 /// What a WebSocket task receives from its channel.
@@ -70,11 +73,11 @@ pub enum Command {
     WsOpen {
         conn: ConnId,
         sid: Option<String>,
-        outbound: mpsc::Sender<Outbound>,
+        outbound: OutboxSender,
     },
     WsText {
         conn: ConnId,
-        text: axum::extract::ws::Utf8Bytes,
+        text: Utf8Bytes,
     },
     WsBinary {
         conn: ConnId,
@@ -90,7 +93,8 @@ pub enum Command {
     },
     /// A server-side emit (the HTTP API); answers with the number of sockets reached.
     Emit {
-        emit: ServerEmit,
+        /// Boxed: it is far larger than the per-message commands that fill a busy queue.
+        emit: Box<ServerEmit>,
         reply: oneshot::Sender<Result<usize, EmitError>>,
     },
     /// Connections, sockets and rooms, for `GET /channels/<channel>`.
@@ -163,30 +167,61 @@ impl Registry {
     /// The fast path enqueues while holding the registry lock, and a retiring task checks its queue
     /// under the same lock, so a command can never land in a task that has decided to end. Only when
     /// the queue is full does the sender wait outside the lock (a full queue is never retired).
-    pub async fn send(self: &Arc<Self>, key: &str, policy: &Arc<ChannelPolicy>, command: Command) {
+    ///
+    /// The fast path runs when this is called, not when the future is first polled; the returned
+    /// future is small (the rare wait is boxed), which keeps every connection task's future small.
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
+        key: &'a str,
+        policy: &'a Arc<ChannelPolicy>,
+        command: Command,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        match self.try_send(key, policy, command) {
+            Ok(()) => Either::Left(std::future::ready(())),
+            Err(command) => Either::Right(Box::pin(self.send_waiting(key, policy, command))),
+        }
+    }
+
+    /// Enqueues without waiting; gives the command back when the channel's queue is full.
+    pub fn try_send(
+        self: &Arc<Self>,
+        key: &str,
+        policy: &Arc<ChannelPolicy>,
+        command: Command,
+    ) -> Result<(), Command> {
+        let mut command = command;
+        let mut channels = self.lock();
+        loop {
+            let live = Self::live(&mut channels, self, key, policy);
+            match live.sender.try_send(command) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(returned)) => return Err(returned),
+                Err(mpsc::error::TrySendError::Closed(returned)) => {
+                    channels.remove(key);
+                    command = returned;
+                }
+            }
+        }
+    }
+
+    /// The slow path of [`Registry::send`]: waits for room in the channel's queue.
+    async fn send_waiting(
+        self: &Arc<Self>,
+        key: &str,
+        policy: &Arc<ChannelPolicy>,
+        command: Command,
+    ) {
         let mut command = command;
         loop {
-            let live = {
-                let mut channels = self.lock();
-                let live = Self::live(&mut channels, self, key, policy);
-                match live.sender.try_send(command) {
-                    Ok(()) => return,
-                    Err(mpsc::error::TrySendError::Full(returned)) => {
-                        command = returned;
-                        live
-                    }
-                    Err(mpsc::error::TrySendError::Closed(returned)) => {
-                        channels.remove(key);
-                        command = returned;
-                        continue;
-                    }
-                }
-            };
+            let live = Self::live(&mut self.lock(), self, key, policy);
             match live.sender.send(command).await {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(returned)) => {
                     self.forget(key, live.generation);
-                    command = returned;
+                    command = match self.try_send(key, policy, returned) {
+                        Ok(()) => return,
+                        Err(command) => command,
+                    };
                 }
             }
         }
@@ -294,7 +329,7 @@ struct ChannelActor {
     generation: u64,
     receiver: mpsc::Receiver<Command>,
     registry: Arc<Registry>,
-    websockets: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    websockets: HashMap<ConnId, OutboxSender>,
     /// HTTP handlers waiting for their answer.
     waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
     stats: Stats,
@@ -399,7 +434,7 @@ impl ChannelActor {
                 let _ = done.send(());
             }
             Command::Emit { emit, reply } => {
-                let _ = reply.send(self.channel.emit(emit, now));
+                let _ = reply.send(self.channel.emit(*emit, now));
             }
             Command::Occupancy { reply } => {
                 let _ = reply.send(self.channel.occupancy());
@@ -452,9 +487,9 @@ impl ChannelActor {
                             messages
                         }
                     };
-                    if outbound.try_send(Outbound::Messages(messages)).is_err() {
-                        // Too slow (or gone): drop it rather than buffer without bound. Dropping the
-                        // sender ends the connection task, which closes the socket.
+                    if outbound.push(Outbound::Messages(messages)).is_err() {
+                        // Too slow: drop it rather than buffer without bound. Dropping the sender
+                        // ends the connection task, which closes the socket.
                         tracing::debug!(channel = %self.key, conn, "dropping a WebSocket that cannot keep up");
                         self.websockets.remove(&conn);
                         self.channel.handle_ws_closed(conn, now_ms());
@@ -462,7 +497,7 @@ impl ChannelActor {
                 }
                 Output::CloseWebSocket { conn, code, reason } => {
                     if let Some(outbound) = self.websockets.remove(&conn) {
-                        let _ = outbound.try_send(Outbound::Close { code, reason });
+                        let _ = outbound.push(Outbound::Close { code, reason });
                     }
                 }
                 Output::Respond { request, response } => {

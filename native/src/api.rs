@@ -65,7 +65,7 @@ async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiErr
     for emit in emits {
         let (reply, answer) = oneshot::channel();
         let command = Command::Emit {
-            emit: emit.to_server_emit(),
+            emit: Box::new(emit.to_server_emit()),
             reply,
         };
         // A channel without a live task has no sockets: nothing to deliver, nothing to start.

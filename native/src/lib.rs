@@ -14,6 +14,7 @@
 
 pub mod actor;
 pub mod api;
+pub mod outbox;
 pub mod settings;
 pub mod transport;
 

@@ -1,23 +1,32 @@
 //! The HTTP and WebSocket edges of the native server: they parse what core needs from a request,
 //! hand it to the channel's task, and write back what comes out. No protocol decisions are made here.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use switchboard_core::channel::ConnId;
 use switchboard_core::config::{ChannelPolicy, Config};
 use switchboard_core::http::{
     self as core_http, EngineError, HttpResponse, Method, Route, TransportKind,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::actor::{Command, OUTBOUND_QUEUE, Outbound, Registry, next_conn_id};
+use crate::actor::{Command, Outbound, Registry, next_conn_id};
+use crate::outbox::outbox;
 
 /// Shared state of the HTTP server.
 #[derive(Debug, Clone)]
@@ -64,14 +73,7 @@ pub async fn engine_endpoint(State(state): State<AppState>, request: Request) ->
         }
     };
     match query.transport {
-        TransportKind::WebSocket => {
-            let (mut parts, _body) = request.into_parts();
-            match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-                Ok(upgrade) => websocket(upgrade, state, key, policy, query.sid),
-                // A plain GET asking for the WebSocket transport.
-                Err(_) => to_axum(EngineError::BadRequest.response()),
-            }
-        }
+        TransportKind::WebSocket => websocket(request, state, key, policy, query.sid),
         TransportKind::Polling => {
             let limit = usize::try_from(policy.max_payload).unwrap_or(usize::MAX);
             // Over the limit (or the client went away mid-body): `None`, and core answers 413 and
@@ -134,13 +136,74 @@ impl Drop for AbortGuard {
     }
 }
 
+/// Answers a WebSocket handshake (RFC 6455 section 4.2) and starts the connection's task.
+///
+/// The upgrade is done here with hyper and tokio-tungstenite rather than through axum's
+/// `WebSocketUpgrade`: that one keeps its handshake state alive in the connection task for the
+/// connection's whole life, and an idle connection's memory is mostly its task.
 fn websocket(
-    upgrade: WebSocketUpgrade,
+    mut request: Request,
     state: AppState,
     key: String,
     policy: Arc<ChannelPolicy>,
     sid: Option<String>,
 ) -> Response {
+    let Some(accept) = handshake_accept(&request) else {
+        // A plain GET asking for the WebSocket transport.
+        return to_axum(EngineError::BadRequest.response());
+    };
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        // Fulfilled once the 101 below is written; fails if the client left first.
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut socket = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(websocket_config(&policy)),
+        )
+        .await;
+        run_websocket(&mut socket, &state.registry, &key, &policy, sid).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The `Sec-WebSocket-Accept` value for a valid WebSocket handshake request, or `None` when the
+/// request is not one.
+fn handshake_accept(request: &Request) -> Option<String> {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|value| {
+                value
+                    .split(',')
+                    .any(|item| item.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    let valid = request.method() == axum::http::Method::GET
+        && request.version() == axum::http::Version::HTTP_11
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|version| version == "13");
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    valid.then(|| derive_accept_key(key.as_bytes()))
+}
+
+/// Bytes read per system call, and the read buffer an idle connection keeps. Socket.IO messages
+/// from clients are mostly far smaller; a larger message is still read whole, in several calls.
+const READ_BUFFER: usize = 512;
+
+fn websocket_config(policy: &ChannelPolicy) -> WebSocketConfig {
     // Small buffers keep idle connections cheap; the library defaults (128 KiB) dominate memory.
     // Larger messages still arrive whole: the buffer grows for them.
     // The message cap sits a little above max_payload so core, not the library, decides (and closes
@@ -148,12 +211,11 @@ fn websocket(
     let max_message = usize::try_from(policy.max_payload)
         .unwrap_or(usize::MAX)
         .saturating_add(64);
-    upgrade
-        .read_buffer_size(1024)
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_message_size(max_message)
-        .max_frame_size(max_message)
-        .on_upgrade(move |socket| run_websocket(socket, state, key, policy, sid))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
 
 /// WebSocket tasks still running; shutdown waits for them to send their close frames.
@@ -174,68 +236,58 @@ impl Drop for OpenWebSocket {
     }
 }
 
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
 /// One task per WebSocket: forwards incoming messages to the channel and writes what it sends back.
+///
+/// Its future is most of what an idle connection costs, so it is kept small: arguments are
+/// borrowed from the spawning block (an owned argument would take its space twice), and the rare
+/// wait for a full channel queue is boxed.
 async fn run_websocket(
-    mut socket: WebSocket,
-    state: AppState,
-    key: String,
-    policy: Arc<ChannelPolicy>,
+    socket: &mut Socket,
+    registry: &Arc<Registry>,
+    key: &str,
+    policy: &Arc<ChannelPolicy>,
     sid: Option<String>,
 ) {
     let _open = OpenWebSocket::new();
     let conn = next_conn_id();
-    let (outbound, mut from_channel) = mpsc::channel(OUTBOUND_QUEUE);
-    let registry = &state.registry;
-    registry
-        .send(
-            &key,
-            &policy,
-            Command::WsOpen {
-                conn,
-                sid,
-                outbound,
-            },
-        )
-        .await;
+    let (outbound, mut from_channel) = outbox();
+    let open = Command::WsOpen {
+        conn,
+        sid,
+        outbound,
+    };
+    registry.send(key, policy, open).await;
     loop {
         tokio::select! {
-            incoming = socket.recv() => {
+            incoming = socket.next() => {
                 let command = match incoming {
                     Some(Ok(Message::Text(text))) => Command::WsText { conn, text },
                     Some(Ok(Message::Binary(bytes))) => Command::WsBinary { conn, bytes },
-                    // The library answers pings itself.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    // The library queues the pong itself; it leaves with the next write.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
-                registry.send(&key, &policy, command).await;
+                registry.send(key, policy, command).await;
             }
-            outgoing = from_channel.recv() => match outgoing {
-                Some(Outbound::Messages(messages)) => {
-                    match write_batch(&mut socket, &messages, &mut from_channel).await {
-                        Ok(Batch::Open) => {}
-                        // The channel already forgot this connection.
-                        Ok(Batch::Closed) => return,
-                        Err(_) => break,
-                    }
-                }
-                Some(Outbound::Close { code, reason }) => {
-                    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
-                    // The channel already forgot this connection.
-                    return;
-                }
-                // The channel dropped us (too slow): close without ceremony.
-                None => {
-                    let frame = CloseFrame { code: 1008, reason: Utf8Bytes::from_static("too slow") };
+            batch = from_channel.recv_all() => {
+                let Some(batch) = batch else {
+                    // The channel dropped us (too slow): close without ceremony.
+                    let frame = CloseFrame { code: CloseCode::Policy, reason: Utf8Bytes::from_static("too slow") };
                     let _ = socket.send(Message::Close(Some(frame))).await;
                     break;
+                };
+                match write_batch(socket, batch).await {
+                    Ok(Batch::Open) => {}
+                    // The channel already forgot this connection.
+                    Ok(Batch::Closed) => return,
+                    Err(_) => break,
                 }
-            },
+            }
         }
     }
-    registry
-        .send(&key, &policy, Command::WsClosed { conn })
-        .await;
+    registry.send(key, policy, Command::WsClosed { conn }).await;
 }
 
 /// Whether a batch ended with the channel closing the connection.
@@ -244,35 +296,25 @@ enum Batch {
     Closed,
 }
 
-/// Writes one packet's messages, and every packet already queued behind it, then flushes once:
-/// under load many events leave in one system call.
-async fn write_batch(
-    socket: &mut WebSocket,
-    first: &[Message],
-    queue: &mut mpsc::Receiver<Outbound>,
-) -> Result<Batch, axum::Error> {
-    for message in first {
-        socket.feed(message.clone()).await?;
-    }
-    let mut budget = 64;
-    while budget > 0 {
-        match queue.try_recv() {
-            Ok(Outbound::Messages(messages)) => {
+/// Writes every packet queued for the connection, then flushes once: under load many events leave
+/// in one system call.
+async fn write_batch(socket: &mut Socket, batch: VecDeque<Outbound>) -> Result<Batch, WsError> {
+    for outbound in batch {
+        match outbound {
+            Outbound::Messages(messages) => {
                 for message in messages.iter() {
                     socket.feed(message.clone()).await?;
                 }
-                budget -= 1;
             }
-            Ok(Outbound::Close { code, reason }) => {
+            Outbound::Close { code, reason } => {
                 let frame = CloseFrame {
-                    code,
+                    code: CloseCode::from(code),
                     reason: Utf8Bytes::from_static(reason),
                 };
                 socket.feed(Message::Close(Some(frame))).await?;
                 socket.flush().await?;
                 return Ok(Batch::Closed);
             }
-            Err(_) => break,
         }
     }
     socket.flush().await?;

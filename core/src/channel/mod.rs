@@ -186,7 +186,9 @@ pub struct Channel {
     policy: Arc<ChannelPolicy>,
     behaviour: Box<dyn Behaviour>,
     random: Box<dyn RandomSource>,
-    sessions: HashMap<String, Session>,
+    /// Boxed: the table then holds a pointer per session, not a whole session per bucket (and a
+    /// table has up to twice the buckets it has sessions).
+    sessions: HashMap<String, Box<Session>>,
     /// WebSocket connection → sid, for active and probing connections.
     websockets: HashMap<ConnId, String>,
     /// Held polling GET → sid.
@@ -324,7 +326,7 @@ impl Channel {
                     .insert(socket.namespace.clone(), SocketState::from_snapshot(socket));
             }
             self.websockets.insert(conn, sid.clone());
-            self.sessions.insert(sid.clone(), session);
+            self.sessions.insert(sid.clone(), Box::new(session));
             self.start_heartbeat(&sid, now);
             if self.batched_heartbeats
                 && let Some(session) = self.sessions.get_mut(&sid)
@@ -596,7 +598,11 @@ impl Channel {
 
     /// Puts the session's next deadline on the timer heap.
     fn schedule(&mut self, sid: &str) {
-        if let Some(deadline) = self.sessions.get(sid).and_then(Session::next_deadline) {
+        if let Some(deadline) = self
+            .sessions
+            .get(sid)
+            .and_then(|session| session.next_deadline())
+        {
             self.timers.push(Reverse((deadline, sid.to_string())));
         }
     }
@@ -1023,7 +1029,7 @@ impl Channel {
         match packet.kind {
             PacketKind::BinaryEvent | PacketKind::BinaryAck if packet.attachments > 0 => {
                 if let Some(session) = self.sessions.get_mut(sid) {
-                    session.partial = Some(PartialBinaryPacket::new(packet));
+                    session.partial = Some(Box::new(PartialBinaryPacket::new(packet)));
                 }
             }
             _ => self.handle_socketio_packet(sid, packet, Vec::new(), now),
@@ -1539,7 +1545,7 @@ impl Channel {
         if self.behaviour.engine_layer() == EngineLayer::SocketIo {
             session.connect_deadline = Some(now + self.policy.connect_timeout_ms);
         }
-        self.sessions.insert(sid.clone(), session);
+        self.sessions.insert(sid.clone(), Box::new(session));
         self.start_heartbeat(&sid, now);
         sid
     }
@@ -1588,7 +1594,7 @@ impl Channel {
         if let Some(Session {
             transport: Transport::WebSocket { conn },
             ..
-        }) = self.sessions.get(sid)
+        }) = self.sessions.get(sid).map(|session| &**session)
         {
             self.outputs
                 .push_back(Output::SessionChanged { conn: *conn });

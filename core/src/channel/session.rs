@@ -104,6 +104,64 @@ impl SocketState {
     }
 }
 
+/// A session's sockets by namespace, sorted by namespace.
+///
+/// A session almost always has one or two namespaces, so a sorted vector beats a `BTreeMap` here:
+/// the map's first node reserves room for eleven entries, which made it the largest single cost
+/// of an idle connection (about 1.9 KB of its 8).
+#[derive(Debug, Default)]
+pub(super) struct SocketMap(Vec<(String, SocketState)>);
+
+impl SocketMap {
+    fn position(&self, namespace: &str) -> Result<usize, usize> {
+        self.0
+            .binary_search_by(|(existing, _)| existing.as_str().cmp(namespace))
+    }
+
+    pub fn get(&self, namespace: &str) -> Option<&SocketState> {
+        let index = self.position(namespace).ok()?;
+        Some(&self.0[index].1)
+    }
+
+    pub fn get_mut(&mut self, namespace: &str) -> Option<&mut SocketState> {
+        let index = self.position(namespace).ok()?;
+        Some(&mut self.0[index].1)
+    }
+
+    /// Adds or replaces the socket of `namespace`.
+    pub fn insert(&mut self, namespace: String, socket: SocketState) {
+        match self.position(&namespace) {
+            Ok(index) => self.0[index].1 = socket,
+            Err(index) => {
+                // Exact growth: a vector's first allocation would otherwise hold four sockets.
+                self.0.reserve_exact(1);
+                self.0.insert(index, (namespace, socket));
+            }
+        }
+    }
+
+    pub fn remove(&mut self, namespace: &str) -> Option<SocketState> {
+        let index = self.position(namespace).ok()?;
+        Some(self.0.remove(index).1)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(namespace, _)| namespace)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &SocketState> {
+        self.0.iter().map(|(_, socket)| socket)
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut SocketState> {
+        self.0.iter_mut().map(|(_, socket)| socket)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &SocketState)> {
+        self.0.iter().map(|(namespace, socket)| (namespace, socket))
+    }
+}
+
 /// One Engine.IO session.
 #[derive(Debug)]
 pub(super) struct Session {
@@ -120,9 +178,10 @@ pub(super) struct Session {
     /// Set until the client connects to a first namespace.
     pub connect_deadline: Option<u64>,
     /// Namespace → socket.
-    pub sockets: BTreeMap<String, SocketState>,
+    pub sockets: SocketMap,
     /// A binary packet whose attachments are still arriving.
-    pub partial: Option<PartialBinaryPacket>,
+    /// Boxed: rare, and large next to the rest of an idle session.
+    pub partial: Option<Box<PartialBinaryPacket>>,
 }
 
 impl Session {
@@ -136,7 +195,7 @@ impl Session {
             pong_deadline: None,
             awaiting_pong_since: None,
             connect_deadline: None,
-            sockets: BTreeMap::new(),
+            sockets: SocketMap::default(),
             partial: None,
         }
     }
