@@ -203,6 +203,10 @@ fn handshake_accept(request: &Request) -> Option<String> {
 /// from clients are mostly far smaller; a larger message is still read whole, in several calls.
 const READ_BUFFER: usize = 512;
 
+/// Bytes of queued messages written in one system call: every message queued for a connection goes
+/// out in one write when it fits (the library writes earlier only once this much is waiting).
+const WRITE_BUFFER: usize = 16 * 1024;
+
 fn websocket_config(policy: &ChannelPolicy) -> WebSocketConfig {
     // Small buffers keep idle connections cheap; the library defaults (128 KiB) dominate memory.
     // Larger messages still arrive whole: the buffer grows for them.
@@ -213,7 +217,7 @@ fn websocket_config(policy: &ChannelPolicy) -> WebSocketConfig {
         .saturating_add(64);
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }

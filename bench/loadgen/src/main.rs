@@ -434,11 +434,22 @@ async fn fanout(server: &str, path: &str, plan: FanoutPlan) -> anyhow::Result<()
     }
     let sending = send_start.elapsed();
     let delivered_while_sending = deliveries.load(Ordering::Relaxed);
-    // Let the last events arrive.
-    let wait_until = Instant::now() + Duration::from_secs(10);
-    while progress.load(Ordering::Acquire) < sent && Instant::now() < wait_until {
+    // Let the last events reach every receiver, not just receiver 0: a slow receiver is late, not
+    // lost. Give up after 3 s without any delivery (or 30 s in all); what is missing then is lost.
+    let expected = sent * plan.clients as u64;
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let (mut last_count, mut last_change) = (deliveries.load(Ordering::Relaxed), Instant::now());
+    while last_count < expected
+        && Instant::now() < give_up
+        && last_change.elapsed() < Duration::from_secs(3)
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
+        let count = deliveries.load(Ordering::Relaxed);
+        if count != last_count {
+            (last_count, last_change) = (count, Instant::now());
+        }
     }
+    // Anything extra (a duplicate) would arrive right behind.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.notify_waiters();
     if let Some(reader) = sender_reader {
@@ -458,7 +469,6 @@ async fn fanout(server: &str, path: &str, plan: FanoutPlan) -> anyhow::Result<()
         total.duplicates += report.duplicates;
     }
     let histogram = histogram.lock().await;
-    let expected = sent * plan.clients as u64;
     println!(
         "{}",
         serde_json::json!({
