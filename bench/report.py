@@ -63,7 +63,10 @@ def main(results, out_dir, machine):
           "`switchboard-loadgen` (WebSocket clients speaking Socket.IO) in one run of `bench/run.sh`; "
           "ratios compare numbers from this same run. Every delivery is checked: each receiver must see "
           "every event once and in order; lost, duplicated and reordered deliveries are counted in the "
-          "`checks` column (`ok` when there are none).", ""]
+          "`checks` column (`ok` when there are none). The load generator runs on the same two cores as "
+          "the server, so at saturation deliveries/s also depend on how cheap a server makes the clients' "
+          "work; *server CPU per delivery* (the server's CPU time while sending, over the deliveries made "
+          "in that time) measures the server alone.", ""]
 
     def get(server, test, field, sub=None):
         row = by_key.get((server, test))
@@ -93,11 +96,18 @@ def main(results, out_dir, machine):
             continue
         ours = get("switchboard", test, "deliveries_per_second")
         md += [f"## Fan-out at saturation: {title}", "",
-               "| server | deliveries/s | events/s | p99 latency | checks | Switchboard is |", "|---|---|---|---|---|---|"]
+               "| server | deliveries/s | events/s | p99 latency | checks | Switchboard is | server CPU per delivery | server cores | load generator cores |",
+               "|---|---|---|---|---|---|---|---|---|"]
         for s, v in values:
+            cpu = get(s, test, "server_cpu_ns_per_delivery")
+            cores = get(s, test, "server_cores")
+            loadgen = get(s, test, "loadgen_cores")
             md.append(f"| {s} | {v:,.0f} | {get(s, test, 'events_per_second'):,.0f} | "
                       f"{get(s, test, 'latency_us', 'p99') / 1000:.1f} ms | {checks(by_key[(s, test)])} | "
-                      f"{ratio(ours, v) if s != 'switchboard' else ''} |")
+                      f"{ratio(ours, v) if s != 'switchboard' else ''} | "
+                      f"{'' if cpu is None else f'{cpu:,.0f} ns'} | "
+                      f"{'' if cores is None else f'{cores:.2f}'} | "
+                      f"{'' if loadgen is None else f'{loadgen:.2f}'} |")
         svg = f"{test}.svg"
         md += ["", f"![{title}]({svg})", ""]
         bar_chart(f"Fan-out deliveries/s, {title}", "deliveries/s", values, out / svg)

@@ -66,11 +66,13 @@ record() { # server test json
 measure() { # name port driver-supports-idle
     local name="$1" port="$2"
     local target=(--server "127.0.0.1:$port" --path /socket.io/chats/bench/)
-    record "$name" idle "$("$LOADGEN" "${target[@]}" idle --clients "$IDLE_CLIENTS" --pid "$(server_pid "$port")")"
-    record "$name" fanout-1000 "$("$LOADGEN" "${target[@]}" fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --window 64)"
-    record "$name" fanout-10000 "$("$LOADGEN" "${target[@]}" fanout --clients "$BIG_FANOUT" --seconds "$SECONDS_PER_RUN" --window 16)"
-    record "$name" latency-1000 "$("$LOADGEN" "${target[@]}" fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --rate "$FIXED_RATE")"
-    record "$name" emit-1000 "$("$LOADGEN" "${target[@]}" fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --driver emit)"
+    local pid
+    pid="$(server_pid "$port")"
+    record "$name" idle "$("$LOADGEN" "${target[@]}" idle --clients "$IDLE_CLIENTS" --pid "$pid")"
+    record "$name" fanout-1000 "$("$LOADGEN" "${target[@]}" fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --window 64 --pid "$pid")"
+    record "$name" fanout-10000 "$("$LOADGEN" "${target[@]}" fanout --clients "$BIG_FANOUT" --seconds "$SECONDS_PER_RUN" --window 16 --pid "$pid")"
+    record "$name" latency-1000 "$("$LOADGEN" "${target[@]}" fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --rate "$FIXED_RATE" --pid "$pid")"
+    record "$name" emit-1000 "$("$LOADGEN" "${target[@]}" fanout --clients 1000 --seconds "$SECONDS_PER_RUN" --driver emit --pid "$pid")"
 }
 
 # Each server fresh, alone on the machine, same load.

@@ -27,9 +27,6 @@ use crate::outbox::OutboxSender;
 pub const IDLE_LINGER: Duration = Duration::from_secs(5);
 /// Commands a channel may have queued before senders wait (backpressure on busy channels).
 const COMMAND_QUEUE: usize = 1024;
-/// Packets a WebSocket may have queued before it counts as too slow and is dropped, so one stalled
-/// client never holds up the channel.
-pub const OUTBOUND_QUEUE: usize = 1024;
 
 /// What a WebSocket task receives from its channel.
 #[derive(Debug)]
@@ -40,6 +37,16 @@ pub enum Outbound {
         code: u16,
         reason: &'static str,
     },
+}
+
+impl Outbound {
+    /// Payload bytes this puts on the wire, counted against the connection's queue limit.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Outbound::Messages(messages) => messages.iter().map(Message::len).sum(),
+            Outbound::Close { reason, .. } => reason.len(),
+        }
+    }
 }
 
 /// Converts a packet's frames into WebSocket messages; text frames are UTF-8 by construction.

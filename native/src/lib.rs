@@ -4,8 +4,12 @@
 //!
 //! - [`transport`]: axum handlers for `/socket.io/<channel>/` (and `/engine.io/` when configured).
 //!   Polling requests and WebSocket messages are parsed just enough to be handed to their channel.
+//!   Each WebSocket has one small task that reads from the socket and writes what its channel
+//!   queued for it, everything queued at once in one system call.
 //! - [`actor`]: one task per live channel owning a core [`switchboard_core::channel::Channel`]; it
 //!   feeds inputs with the current time, runs timers, and routes outputs back to connections.
+//! - [`outbox`]: the bounded queue from a channel to one WebSocket; a connection that lets it fill
+//!   up is dropped as too slow, so one stalled client never holds up the others.
 //! - [`settings`]: configuration from `wrangler.toml` `[vars]`, environment overrides, or the
 //!   embedded default.
 //!

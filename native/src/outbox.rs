@@ -6,15 +6,22 @@
 //! there is exactly one producer and one consumer, so one small lock around a `VecDeque` and a
 //! [`Notify`] suffice: an idle connection costs about a hundred bytes.
 //!
-//! The queue is bounded: a push beyond [`OUTBOUND_QUEUE`] fails, and the channel drops the
-//! connection instead of buffering without limit for a client that cannot keep up.
+//! The queue is bounded in packets ([`OUTBOUND_QUEUE`]) and in bytes ([`OUTBOUND_BYTES`]): a push
+//! beyond either fails, and the channel drops the connection instead of buffering without limit for
+//! a client that cannot keep up.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::actor::{OUTBOUND_QUEUE, Outbound};
+use crate::actor::Outbound;
+
+/// Packets a WebSocket may have queued before it counts as too slow.
+pub const OUTBOUND_QUEUE: usize = 1024;
+/// Payload bytes a WebSocket may have queued before it counts as too slow. A single packet is
+/// always accepted into an empty queue, whatever its size (the channel's `max_payload` bounds it).
+pub const OUTBOUND_BYTES: usize = 8 * 1024 * 1024;
 
 struct Shared {
     state: Mutex<State>,
@@ -24,6 +31,8 @@ struct Shared {
 
 struct State {
     queue: VecDeque<Outbound>,
+    /// Payload bytes in `queue`.
+    queued_bytes: usize,
     /// The producer is gone: nothing more will come.
     closed: bool,
 }
@@ -43,6 +52,7 @@ pub fn outbox() -> (OutboxSender, OutboxReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
+            queued_bytes: 0,
             closed: false,
         }),
         ready: Notify::new(),
@@ -60,11 +70,15 @@ pub struct Full;
 impl OutboxSender {
     /// Queues `outbound` without waiting.
     pub fn push(&self, outbound: Outbound) -> Result<(), Full> {
+        let size = outbound.payload_len();
         {
             let mut state = self.0.lock();
-            if state.queue.len() >= OUTBOUND_QUEUE {
+            let over_bytes =
+                !state.queue.is_empty() && state.queued_bytes.saturating_add(size) > OUTBOUND_BYTES;
+            if state.queue.len() >= OUTBOUND_QUEUE || over_bytes {
                 return Err(Full);
             }
+            state.queued_bytes += size;
             state.queue.push_back(outbound);
         }
         self.0.ready.notify_one();
@@ -92,12 +106,13 @@ impl OutboxReceiver {
     /// Waits until something is queued and returns all of it; `None` once the sender is gone and
     /// everything it queued has been taken.
     ///
-    /// The queue's buffer itself is handed over, so an idle connection holds no buffer at all.
+    /// The queue's buffer itself is handed over; give it back with [`OutboxReceiver::recycle`].
     pub async fn recv_all(&mut self) -> Option<VecDeque<Outbound>> {
         loop {
             {
                 let mut state = self.0.lock();
                 if !state.queue.is_empty() {
+                    state.queued_bytes = 0;
                     return Some(std::mem::take(&mut state.queue));
                 }
                 if state.closed {
@@ -107,10 +122,25 @@ impl OutboxReceiver {
             self.0.ready.notified().await;
         }
     }
+
+    /// Returns a batch's emptied buffer for the next pushes, unless it grew large in a burst: a
+    /// busy connection does not allocate per wake-up, and an idle one keeps only a small buffer.
+    pub fn recycle(&self, mut batch: VecDeque<Outbound>) {
+        const KEEP: usize = 8;
+        batch.clear();
+        if batch.capacity() <= KEEP {
+            let mut state = self.0.lock();
+            if state.queue.capacity() == 0 {
+                state.queue = batch;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio_tungstenite::tungstenite::Message;
+
     use super::*;
 
     fn close(code: u16) -> Outbound {
@@ -152,8 +182,26 @@ mod tests {
         assert_eq!(waiter.await.unwrap(), [7]);
     }
 
+    fn text_of(len: usize) -> Outbound {
+        let text = "x".repeat(len);
+        Outbound::Messages(Arc::from(vec![Message::text(text)]))
+    }
+
+    #[tokio::test]
+    async fn refuses_beyond_its_byte_bound_but_takes_one_large_packet() {
+        let (sender, mut receiver) = outbox();
+        // One packet larger than the whole bound still goes through an empty queue.
+        sender.push(text_of(OUTBOUND_BYTES + 1)).unwrap();
+        assert!(sender.push(text_of(1)).is_err());
+        receiver.recv_all().await.unwrap();
+        // Emptied: room again, up to the bound.
+        sender.push(text_of(OUTBOUND_BYTES / 2)).unwrap();
+        sender.push(text_of(OUTBOUND_BYTES / 2)).unwrap();
+        assert!(sender.push(text_of(1)).is_err());
+    }
+
     #[test]
-    fn refuses_beyond_its_bound() {
+    fn refuses_beyond_its_packet_bound() {
         let (sender, _receiver) = outbox();
         for _ in 0..OUTBOUND_QUEUE {
             sender.push(close(1)).unwrap();

@@ -276,18 +276,19 @@ async fn run_websocket(
                 registry.send(key, policy, command).await;
             }
             batch = from_channel.recv_all() => {
-                let Some(batch) = batch else {
+                let Some(mut batch) = batch else {
                     // The channel dropped us (too slow): close without ceremony.
                     let frame = CloseFrame { code: CloseCode::Policy, reason: Utf8Bytes::from_static("too slow") };
                     let _ = socket.send(Message::Close(Some(frame))).await;
                     break;
                 };
-                match write_batch(socket, batch).await {
+                match write_batch(socket, &mut batch).await {
                     Ok(Batch::Open) => {}
                     // The channel already forgot this connection.
                     Ok(Batch::Closed) => return,
                     Err(_) => break,
                 }
+                from_channel.recycle(batch);
             }
         }
     }
@@ -302,8 +303,11 @@ enum Batch {
 
 /// Writes every packet queued for the connection, then flushes once: under load many events leave
 /// in one system call.
-async fn write_batch(socket: &mut Socket, batch: VecDeque<Outbound>) -> Result<Batch, WsError> {
-    for outbound in batch {
+async fn write_batch(
+    socket: &mut Socket,
+    batch: &mut VecDeque<Outbound>,
+) -> Result<Batch, WsError> {
+    while let Some(outbound) = batch.pop_front() {
         match outbound {
             Outbound::Messages(messages) => {
                 for message in messages.iter() {

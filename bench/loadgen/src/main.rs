@@ -69,6 +69,10 @@ enum Command {
         /// Bytes of filler in each event.
         #[arg(long, default_value_t = 64)]
         payload: usize,
+        /// Server process whose CPU time is read while sending: CPU per delivery does not depend
+        /// on how much of the machine the load generator itself takes.
+        #[arg(long)]
+        pid: Option<u32>,
     },
 }
 
@@ -90,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
             ref driver,
             ref secret,
             payload,
+            pid,
         } => {
             fanout(
                 &cli.server,
@@ -102,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
                     emit_driver: driver == "emit",
                     secret: secret.clone(),
                     payload,
+                    server_pid: pid,
                 },
             )
             .await
@@ -168,6 +174,19 @@ async fn next_text(socket: &mut Socket) -> anyhow::Result<String> {
             },
         }
     }
+}
+
+/// CPU time (user + system, all threads) a process has used, in seconds.
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start with field 3, the state;
+    // utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+    let after_name = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(index).context("short stat")?.parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -245,6 +264,7 @@ struct FanoutPlan {
     emit_driver: bool,
     secret: String,
     payload: usize,
+    server_pid: Option<u32>,
 }
 
 /// What every receiver reports at the end.
@@ -396,6 +416,11 @@ async fn fanout(server: &str, path: &str, plan: FanoutPlan) -> anyhow::Result<()
     } else {
         None
     };
+    let server_pid = plan.server_pid.map(|pid| pid.to_string());
+    let cpu_at_start = (
+        server_pid.as_deref().map(cpu_seconds).transpose()?,
+        cpu_seconds("self")?,
+    );
     let send_start = Instant::now();
     let deadline = send_start + Duration::from_secs(plan.seconds);
     let mut sent: u64 = 0;
@@ -434,6 +459,11 @@ async fn fanout(server: &str, path: &str, plan: FanoutPlan) -> anyhow::Result<()
     }
     let sending = send_start.elapsed();
     let delivered_while_sending = deliveries.load(Ordering::Relaxed);
+    let server_cpu = match (server_pid.as_deref(), cpu_at_start.0) {
+        (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+        _ => None,
+    };
+    let loadgen_cpu = cpu_seconds("self")? - cpu_at_start.1;
     // Let the last events reach every receiver, not just receiver 0: a slow receiver is late, not
     // lost. Give up after 3 s without any delivery (or 30 s in all); what is missing then is lost.
     let expected = sent * plan.clients as u64;
@@ -483,6 +513,11 @@ async fn fanout(server: &str, path: &str, plan: FanoutPlan) -> anyhow::Result<()
             "duplicates": total.duplicates,
             "out_of_order": total.out_of_order,
             "receivers_incomplete": incomplete,
+            // CPU used while sending, in cores (1.0 = one core busy the whole time).
+            "server_cores": server_cpu.map(|cpu| cpu / sending.as_secs_f64()),
+            "loadgen_cores": loadgen_cpu / sending.as_secs_f64(),
+            "server_cpu_ns_per_delivery": server_cpu
+                .map(|cpu| (cpu * 1e9 / delivered_while_sending.max(1) as f64).round()),
             "latency_us": {
                 "p50": histogram.value_at_quantile(0.5),
                 "p99": histogram.value_at_quantile(0.99),

@@ -1415,36 +1415,69 @@ impl Channel {
         sender: Option<&str>,
         frames: &Frames,
     ) -> usize {
-        let Some(ns) = self.namespaces.get(namespace) else {
+        // Split borrows: recipients are read from the namespace while their sessions and the
+        // outputs are written, with no per-recipient copy of anything but the shared frame.
+        let Channel {
+            namespaces,
+            sessions,
+            outputs,
+            ..
+        } = self;
+        let Some(ns) = namespaces.get(namespace) else {
             return 0;
         };
         let excluded = |socket_id: &str| {
             (audience.except_sender && Some(socket_id) == sender)
                 || audience.except.iter().any(|except| except == socket_id)
         };
-        let recipients: Vec<String> = if audience.rooms.is_empty() {
-            ns.sockets
-                .iter()
-                .filter(|(socket_id, _)| !excluded(socket_id))
-                .map(|(_, sid)| sid.clone())
-                .collect()
+        if audience.rooms.is_empty() {
+            outputs.reserve(ns.sockets.len());
+        }
+        let mut recipients = 0;
+        // Polling sessions are answered after the loop (that needs the whole channel).
+        let mut polling: Vec<String> = Vec::new();
+        let mut deliver = |sid: &str| {
+            recipients += 1;
+            let Some(session) = sessions.get_mut(sid) else {
+                return;
+            };
+            match session.transport {
+                Transport::WebSocket { conn } => outputs.push_back(Output::Transmit {
+                    conn,
+                    frames: frames.clone(),
+                }),
+                Transport::Polling { .. } | Transport::Upgrading { .. } => {
+                    session.poll_queue.push(frames.clone());
+                    polling.push(sid.to_string());
+                }
+            }
+        };
+        if audience.rooms.is_empty() {
+            for (socket_id, sid) in &ns.sockets {
+                if !excluded(socket_id) {
+                    deliver(sid);
+                }
+            }
         } else {
+            // A socket in several of the rooms gets the event once.
             let mut members = BTreeSet::new();
             for room in &audience.rooms {
                 if let Some(room_members) = ns.rooms.get(room) {
                     members.extend(room_members.iter().map(String::as_str));
                 }
             }
-            members
-                .into_iter()
-                .filter(|socket_id| !excluded(socket_id))
-                .filter_map(|socket_id| ns.sockets.get(socket_id).cloned())
-                .collect()
-        };
-        for sid in &recipients {
-            self.deliver(sid, frames);
+            for socket_id in members {
+                if !excluded(socket_id)
+                    && let Some(sid) = ns.sockets.get(socket_id)
+                {
+                    deliver(sid);
+                }
+            }
         }
-        recipients.len()
+        for sid in polling {
+            self.flush_polling(&sid);
+        }
+        recipients
     }
 
     // ---------------------------------------------------------------------------------------------

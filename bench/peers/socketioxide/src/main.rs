@@ -144,6 +144,9 @@ async fn main() -> std::io::Result<()> {
         .ping_interval(Duration::from_millis(25_000))
         .ping_timeout(Duration::from_millis(20_000))
         .max_payload(MAX_PAYLOAD as u64)
+        // Packets queued per socket before it counts as too slow: the same bound as Switchboard's
+        // (socketioxide's default is 128).
+        .max_buffer_size(1024)
         .build_layer();
 
     io.ns("/", async |socket: SocketRef| {
