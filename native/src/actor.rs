@@ -19,7 +19,9 @@ use switchboard_core::config::ChannelPolicy;
 use switchboard_core::frame::FrameKind;
 use switchboard_core::http::{HttpResponse, Method};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WebSocketFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::outbox::OutboxSender;
 
@@ -31,8 +33,9 @@ const COMMAND_QUEUE: usize = 1024;
 /// What a WebSocket task receives from its channel.
 #[derive(Debug)]
 pub enum Outbound {
-    /// One packet's WebSocket messages, converted once per broadcast and shared by all recipients.
-    Messages(Arc<[Message]>),
+    /// One packet as complete WebSocket frames, encoded once per broadcast and shared by all
+    /// recipients (see [`crate::websocket_io`]).
+    Frames(Bytes),
     Close {
         code: u16,
         reason: &'static str,
@@ -43,23 +46,27 @@ impl Outbound {
     /// Payload bytes this puts on the wire, counted against the connection's queue limit.
     pub fn payload_len(&self) -> usize {
         match self {
-            Outbound::Messages(messages) => messages.iter().map(Message::len).sum(),
+            Outbound::Frames(frames) => frames.len(),
             Outbound::Close { reason, .. } => reason.len(),
         }
     }
 }
 
-/// Converts a packet's frames into WebSocket messages; text frames are UTF-8 by construction.
-fn to_messages(frames: &Frames) -> Arc<[Message]> {
-    frames
-        .iter()
-        .filter_map(|frame| match frame.kind() {
-            FrameKind::Text => Utf8Bytes::try_from(frame.bytes().clone())
-                .ok()
-                .map(Message::Text),
-            FrameKind::Binary => Some(Message::Binary(frame.bytes().clone())),
-        })
-        .collect()
+/// Encodes a packet's frames as WebSocket frames. Server frames are never masked, so the bytes are
+/// the same for every recipient. Text frames hold UTF-8 by construction (core writes them from
+/// strings).
+fn encode_websocket_frames(frames: &Frames) -> Bytes {
+    let capacity = frames.iter().map(|frame| frame.bytes().len() + 10).sum();
+    let mut wire = Vec::with_capacity(capacity);
+    for frame in frames.iter() {
+        let opcode = match frame.kind() {
+            FrameKind::Text => OpCode::Data(Data::Text),
+            FrameKind::Binary => OpCode::Data(Data::Binary),
+        };
+        // Formatting into a vector cannot fail.
+        let _ = WebSocketFrame::message(frame.bytes().clone(), opcode, true).format(&mut wire);
+    }
+    Bytes::from(wire)
 }
 
 /// What a channel task is asked to do.
@@ -476,25 +483,23 @@ impl ChannelActor {
     }
 
     fn drain_outputs(&mut self) {
-        // A broadcast reaches every recipient as the same `Frames`: convert it once.
-        let mut converted: Option<(Frames, Arc<[Message]>)> = None;
+        // A broadcast reaches every recipient as the same `Frames`: encode it once.
+        let mut encoded: Option<(Frames, Bytes)> = None;
         while let Some(output) = self.channel.poll_output() {
             match output {
                 Output::Transmit { conn, frames } => {
                     let Some(outbound) = self.websockets.get(&conn) else {
                         continue;
                     };
-                    let messages = match &converted {
-                        Some((source, messages)) if Arc::ptr_eq(source, &frames) => {
-                            messages.clone()
-                        }
+                    let wire = match &encoded {
+                        Some((source, wire)) if Arc::ptr_eq(source, &frames) => wire.clone(),
                         _ => {
-                            let messages = to_messages(&frames);
-                            converted = Some((frames, messages.clone()));
-                            messages
+                            let wire = encode_websocket_frames(&frames);
+                            encoded = Some((frames, wire.clone()));
+                            wire
                         }
                     };
-                    if outbound.push(Outbound::Messages(messages)).is_err() {
+                    if outbound.push(Outbound::Frames(wire)).is_err() {
                         // Too slow: drop it rather than buffer without bound. Dropping the sender
                         // ends the connection task, which closes the socket.
                         tracing::debug!(channel = %self.key, conn, "dropping a WebSocket that cannot keep up");

@@ -8,6 +8,8 @@
 //!   queued for it, everything queued at once in one system call.
 //! - [`actor`]: one task per live channel owning a core [`switchboard_core::channel::Channel`]; it
 //!   feeds inputs with the current time, runs timers, and routes outputs back to connections.
+//! - [`websocket_io`]: the byte stream under a WebSocket, where broadcasts are written as frames
+//!   encoded once for all recipients.
 //! - [`outbox`]: the bounded queue from a channel to one WebSocket; a connection that lets it fill
 //!   up is dropped as too slow, so one stalled client never holds up the others.
 //! - [`settings`]: configuration from `wrangler.toml` `[vars]`, environment overrides, or the
@@ -18,9 +20,11 @@
 
 pub mod actor;
 pub mod api;
+mod buffers;
 pub mod outbox;
 pub mod settings;
 pub mod transport;
+pub mod websocket_io;
 
 use std::future::Future;
 use std::sync::Arc;

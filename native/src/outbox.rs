@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::actor::Outbound;
+use crate::buffers::QuietStreak;
 
 /// Packets a WebSocket may have queued before it counts as too slow.
 pub const OUTBOUND_QUEUE: usize = 1024;
@@ -57,7 +58,13 @@ pub fn outbox() -> (OutboxSender, OutboxReceiver) {
         }),
         ready: Notify::new(),
     });
-    (OutboxSender(shared.clone()), OutboxReceiver(shared))
+    (
+        OutboxSender(shared.clone()),
+        OutboxReceiver {
+            shared,
+            quiet: QuietStreak::default(),
+        },
+    )
 }
 
 /// The channel's end. Dropping it tells the connection that nothing more will come.
@@ -100,7 +107,10 @@ impl std::fmt::Debug for OutboxSender {
 }
 
 /// The connection task's end.
-pub struct OutboxReceiver(Arc<Shared>);
+pub struct OutboxReceiver {
+    shared: Arc<Shared>,
+    quiet: QuietStreak,
+}
 
 impl OutboxReceiver {
     /// Waits until something is queued and returns all of it; `None` once the sender is gone and
@@ -110,7 +120,7 @@ impl OutboxReceiver {
     pub async fn recv_all(&mut self) -> Option<VecDeque<Outbound>> {
         loop {
             {
-                let mut state = self.0.lock();
+                let mut state = self.shared.lock();
                 if !state.queue.is_empty() {
                     state.queued_bytes = 0;
                     return Some(std::mem::take(&mut state.queue));
@@ -119,28 +129,27 @@ impl OutboxReceiver {
                     return None;
                 }
             }
-            self.0.ready.notified().await;
+            self.shared.ready.notified().await;
         }
     }
 
-    /// Returns a batch's emptied buffer for the next pushes, unless it grew large in a burst: a
-    /// busy connection does not allocate per wake-up, and an idle one keeps only a small buffer.
-    pub fn recycle(&self, mut batch: VecDeque<Outbound>) {
+    /// Returns the buffer of a batch of `used` packets, emptied, for the next pushes, so a busy
+    /// connection does not allocate per wake-up (see [`crate::buffers`] for when it shrinks).
+    pub fn recycle(&mut self, mut batch: VecDeque<Outbound>, used: usize) {
         const KEEP: usize = 8;
         batch.clear();
-        if batch.capacity() <= KEEP {
-            let mut state = self.0.lock();
-            if state.queue.capacity() == 0 {
-                state.queue = batch;
-            }
+        if let Some(capacity) = self.quiet.after_use(batch.capacity(), used, KEEP) {
+            batch.shrink_to(capacity);
+        }
+        let mut state = self.shared.lock();
+        if state.queue.capacity() == 0 {
+            state.queue = batch;
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio_tungstenite::tungstenite::Message;
-
     use super::*;
 
     fn close(code: u16) -> Outbound {
@@ -155,7 +164,7 @@ mod tests {
             .iter()
             .map(|outbound| match outbound {
                 Outbound::Close { code, .. } => *code,
-                Outbound::Messages(_) => 0,
+                Outbound::Frames(_) => 0,
             })
             .collect()
     }
@@ -183,8 +192,7 @@ mod tests {
     }
 
     fn text_of(len: usize) -> Outbound {
-        let text = "x".repeat(len);
-        Outbound::Messages(Arc::from(vec![Message::text(text)]))
+        Outbound::Frames(bytes::Bytes::from(vec![b'x'; len]))
     }
 
     #[tokio::test]

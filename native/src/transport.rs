@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::actor::{Command, Outbound, Registry, next_conn_id};
 use crate::outbox::outbox;
+use crate::websocket_io::WebSocketIo;
 
 /// Shared state of the HTTP server.
 #[derive(Debug, Clone)]
@@ -159,7 +160,7 @@ fn websocket(
             return;
         };
         let mut socket = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
+            WebSocketIo::new(TokioIo::new(upgraded)),
             Role::Server,
             Some(websocket_config(&policy)),
         )
@@ -203,13 +204,10 @@ fn handshake_accept(request: &Request) -> Option<String> {
 /// from clients are mostly far smaller; a larger message is still read whole, in several calls.
 const READ_BUFFER: usize = 512;
 
-/// Bytes of queued messages written in one system call: every message queued for a connection goes
-/// out in one write when it fits (the library writes earlier only once this much is waiting).
-const WRITE_BUFFER: usize = 16 * 1024;
-
 fn websocket_config(policy: &ChannelPolicy) -> WebSocketConfig {
     // Small buffers keep idle connections cheap; the library defaults (128 KiB) dominate memory.
-    // Larger messages still arrive whole: the buffer grows for them.
+    // Larger messages still arrive whole: the buffer grows for them. The library hands what it
+    // writes straight to `WebSocketIo`, which buffers it until the flush.
     // The message cap sits a little above max_payload so core, not the library, decides (and closes
     // with a clear code) for the common case.
     let max_message = usize::try_from(policy.max_payload)
@@ -217,7 +215,7 @@ fn websocket_config(policy: &ChannelPolicy) -> WebSocketConfig {
         .saturating_add(64);
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }
@@ -240,7 +238,7 @@ impl Drop for OpenWebSocket {
     }
 }
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<WebSocketIo<TokioIo<Upgraded>>>;
 
 /// One task per WebSocket: forwards incoming messages to the channel and writes what it sends back.
 ///
@@ -282,13 +280,14 @@ async fn run_websocket(
                     let _ = socket.send(Message::Close(Some(frame))).await;
                     break;
                 };
+                let used = batch.len();
                 match write_batch(socket, &mut batch).await {
                     Ok(Batch::Open) => {}
                     // The channel already forgot this connection.
                     Ok(Batch::Closed) => return,
                     Err(_) => break,
                 }
-                from_channel.recycle(batch);
+                from_channel.recycle(batch, used);
             }
         }
     }
@@ -309,11 +308,7 @@ async fn write_batch(
 ) -> Result<Batch, WsError> {
     while let Some(outbound) = batch.pop_front() {
         match outbound {
-            Outbound::Messages(messages) => {
-                for message in messages.iter() {
-                    socket.feed(message.clone()).await?;
-                }
-            }
+            Outbound::Frames(frames) => socket.get_mut().push_frames(&frames),
             Outbound::Close { code, reason } => {
                 let frame = CloseFrame {
                     code: CloseCode::from(code),
