@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use switchboard_core::api::Occupancy;
 use switchboard_core::channel::{
-    Channel, ConnId, EmitError, Frames, Output, RandomSource, ServerEmit,
+    Channel, ConnId, EmitError, FastMap, Frames, Output, RandomSource, ServerEmit,
 };
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::frame::FrameKind;
@@ -308,7 +308,7 @@ impl Registry {
             generation: live.generation,
             receiver,
             registry: registry.clone(),
-            websockets: HashMap::new(),
+            websockets: FastMap::default(),
             waiting: HashMap::new(),
             stats: Stats::default(),
         };
@@ -343,7 +343,7 @@ struct ChannelActor {
     generation: u64,
     receiver: mpsc::Receiver<Command>,
     registry: Arc<Registry>,
-    websockets: HashMap<ConnId, OutboxSender>,
+    websockets: FastMap<ConnId, OutboxSender>,
     /// HTTP handlers waiting for their answer.
     waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
     stats: Stats,

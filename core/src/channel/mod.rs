@@ -67,6 +67,11 @@ pub type ConnId = u64;
 /// The frames of one packet (a text frame, then any binary attachments), shared by every recipient.
 pub type Frames = Arc<[WireFrame]>;
 
+/// A hash map for the lookups made once per delivery. Its keys are ids this server generated
+/// (sids, connection ids), so a fast hash with a per-process seed is enough: clients can look keys
+/// up but never choose the keys stored.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Where ids come from. The host supplies real randomness; tests supply a fixed sequence.
 pub trait RandomSource: Send {
     fn fill_bytes(&mut self, dest: &mut [u8]);
@@ -188,11 +193,11 @@ pub struct Channel {
     random: Box<dyn RandomSource>,
     /// Boxed: the table then holds a pointer per session, not a whole session per bucket (and a
     /// table has up to twice the buckets it has sessions).
-    sessions: HashMap<String, Box<Session>>,
+    sessions: FastMap<String, Box<Session>>,
     /// WebSocket connection → sid, for active and probing connections.
-    websockets: HashMap<ConnId, String>,
+    websockets: FastMap<ConnId, String>,
     /// Held polling GET → sid.
-    held_polls: HashMap<ConnId, String>,
+    held_polls: FastMap<ConnId, String>,
     namespaces: BTreeMap<String, Namespace>,
     /// (deadline, sid); entries go stale when a session's deadline moves and are skipped then.
     timers: BinaryHeap<Reverse<(u64, String)>>,
@@ -246,9 +251,9 @@ impl Channel {
             policy,
             behaviour,
             random,
-            sessions: HashMap::new(),
-            websockets: HashMap::new(),
-            held_polls: HashMap::new(),
+            sessions: FastMap::default(),
+            websockets: FastMap::default(),
+            held_polls: FastMap::default(),
             namespaces: BTreeMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
