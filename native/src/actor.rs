@@ -29,6 +29,8 @@ use crate::outbox::OutboxSender;
 pub const IDLE_LINGER: Duration = Duration::from_secs(5);
 /// Commands a channel may have queued before senders wait (backpressure on busy channels).
 const COMMAND_QUEUE: usize = 1024;
+/// Most commands handled before the outputs go to the connections.
+const COMMANDS_PER_DRAIN: usize = 32;
 
 /// What a WebSocket task receives from its channel.
 #[derive(Debug)]
@@ -365,7 +367,17 @@ impl ChannelActor {
             let linger = idle_since.map(|since| since + IDLE_LINGER);
             tokio::select! {
                 command = self.receiver.recv() => match command {
-                    Some(command) => self.handle(command),
+                    Some(command) => {
+                        self.handle(command);
+                        // Take what else is already queued before passing outputs on: under load a
+                        // connection then gets several events per wake-up and per write.
+                        for _ in 1..COMMANDS_PER_DRAIN {
+                            match self.receiver.try_recv() {
+                                Ok(command) => self.handle(command),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 () = sleep_until_ms(timer), if timer.is_some() => {
