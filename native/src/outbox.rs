@@ -28,6 +28,8 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the consumer; a notification sent while it is busy is kept for its next wait.
     ready: Notify,
+    /// Signalled once, when the sender is dropped (see [`OutboxReceiver::released`]).
+    released: Notify,
 }
 
 struct State {
@@ -57,6 +59,7 @@ pub fn outbox() -> (OutboxSender, OutboxReceiver) {
             closed: false,
         }),
         ready: Notify::new(),
+        released: Notify::new(),
     });
     (
         OutboxSender(shared.clone()),
@@ -97,6 +100,7 @@ impl Drop for OutboxSender {
     fn drop(&mut self) {
         self.0.lock().closed = true;
         self.0.ready.notify_one();
+        self.0.released.notify_one();
     }
 }
 
@@ -130,6 +134,18 @@ impl OutboxReceiver {
                 }
             }
             self.shared.ready.notified().await;
+        }
+    }
+
+    /// Resolves once the channel has let go of this connection (closed it, or dropped it as too
+    /// slow). A connection task blocked writing to a client that does not read uses this to stop
+    /// waiting for it.
+    pub async fn released(&self) {
+        loop {
+            if self.shared.lock().closed {
+                return;
+            }
+            self.shared.released.notified().await;
         }
     }
 
@@ -206,6 +222,18 @@ mod tests {
         sender.push(text_of(OUTBOUND_BYTES / 2)).unwrap();
         sender.push(text_of(OUTBOUND_BYTES / 2)).unwrap();
         assert!(sender.push(text_of(1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn reports_its_release_once_the_sender_is_gone() {
+        let (sender, receiver) = outbox();
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(20), receiver.released()).await;
+        assert!(early.is_err());
+        drop(sender);
+        receiver.released().await;
+        // And every time after.
+        receiver.released().await;
     }
 
     #[test]

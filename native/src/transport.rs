@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -26,7 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::actor::{Command, Outbound, Registry, next_conn_id};
-use crate::outbox::outbox;
+use crate::outbox::{OutboxReceiver, outbox};
 use crate::websocket_io::WebSocketIo;
 
 /// Shared state of the HTTP server.
@@ -276,12 +277,26 @@ async fn run_websocket(
             batch = from_channel.recv_all() => {
                 let Some(mut batch) = batch else {
                     // The channel dropped us (too slow): close without ceremony.
-                    let frame = CloseFrame { code: CloseCode::Policy, reason: Utf8Bytes::from_static("too slow") };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    let mut nothing_left = VecDeque::new();
+                    let rest = finish(socket, &mut nothing_left, &mut from_channel);
+                    let _ = tokio::time::timeout(RELEASE_GRACE, rest).await;
                     break;
                 };
                 let used = batch.len();
-                match write_batch(socket, &mut batch).await {
+                let written = tokio::select! {
+                    // The write first: it usually completes at once, and then the release is never
+                    // even looked at.
+                    biased;
+                    written = write_batch(socket, &mut batch) => written,
+                    // The channel let go of this connection while the write waits on a client that
+                    // does not read: it gets a short grace to take the rest, then it is dropped.
+                    () = from_channel.released() => {
+                        let rest = finish(socket, &mut batch, &mut from_channel);
+                        let _ = tokio::time::timeout(RELEASE_GRACE, rest).await;
+                        return;
+                    }
+                };
+                match written {
                     Ok(Batch::Open) => {}
                     // The channel already forgot this connection.
                     Ok(Batch::Closed) => return,
@@ -292,6 +307,35 @@ async fn run_websocket(
         }
     }
     registry.send(key, policy, Command::WsClosed { conn }).await;
+}
+
+/// How long a connection the channel has let go of may still take to write what is left.
+const RELEASE_GRACE: Duration = Duration::from_secs(5);
+
+/// Writes what is left for a connection the channel has let go of, ending with a close frame.
+async fn finish(
+    socket: &mut Socket,
+    batch: &mut VecDeque<Outbound>,
+    from_channel: &mut OutboxReceiver,
+) {
+    loop {
+        match write_batch(socket, batch).await {
+            Ok(Batch::Open) => {}
+            Ok(Batch::Closed) | Err(_) => return,
+        }
+        match from_channel.recv_all().await {
+            Some(rest) => *batch = rest,
+            None => {
+                // Dropped without a close of its own: it could not keep up.
+                let frame = CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: Utf8Bytes::from_static("too slow"),
+                };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                return;
+            }
+        }
+    }
 }
 
 /// Whether a batch ended with the channel closing the connection.

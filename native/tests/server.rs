@@ -2,14 +2,19 @@
 //! channel exists). Protocol behaviour is covered by the conformance suite in `tests/`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use switchboard_core::config::Config;
+use switchboard_native::transport::OPEN_WEBSOCKETS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
+
+/// Tests that open WebSockets run one at a time: one of them counts the process's open WebSockets.
+static WEBSOCKET_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Server {
     address: std::net::SocketAddr,
@@ -68,6 +73,7 @@ async fn unknown_channels_are_refused_before_any_state_exists() {
 
 #[tokio::test]
 async fn shutdown_closes_websockets_and_returns() {
+    let _alone = WEBSOCKET_TESTS.lock().await;
     let mut server = start().await;
     let url = format!(
         "ws://{}/socket.io/chats/1/?EIO=4&transport=websocket",
@@ -97,4 +103,94 @@ async fn shutdown_closes_websockets_and_returns() {
         .expect("serve returns after shutdown")
         .unwrap()
         .unwrap();
+}
+
+/// POSTs one emit to the HTTP API and returns the status line.
+async fn emit(address: std::net::SocketAddr, body: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "POST /emit HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer test-secret\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_the_others_get_everything() {
+    let _alone = WEBSOCKET_TESTS.lock().await;
+    let server = start().await;
+    let url = format!(
+        "ws://{}/socket.io/chats/slow/?EIO=4&transport=websocket",
+        server.address
+    );
+    let join = |mut socket: tokio_tungstenite::WebSocketStream<TcpStream>| async move {
+        let _open = socket.next().await.unwrap().unwrap();
+        socket.send(Message::text("40")).await.unwrap();
+        let connected = socket.next().await.unwrap().unwrap();
+        assert!(connected.to_text().unwrap().starts_with("40{"));
+        socket
+    };
+    let tcp = TcpStream::connect(server.address).await.unwrap();
+    let (reader, _) = tokio_tungstenite::client_async(&url, tcp).await.unwrap();
+    let mut reader = join(reader).await;
+    // The slow client takes little into its kernel buffer and then reads nothing at all.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let tcp = tcp.connect(server.address).await.unwrap();
+    let (slow, _) = tokio_tungstenite::client_async(&url, tcp).await.unwrap();
+    let slow = join(slow).await;
+
+    // 20 MB of broadcasts: more than the kernel buffers plus the 8 MiB a connection may queue.
+    const EMITS: usize = 320;
+    let filler = "x".repeat(64 * 1024);
+    let receiving = tokio::spawn(async move {
+        let mut received = Vec::new();
+        while received.len() < EMITS {
+            match reader.next().await {
+                Some(Ok(Message::Text(text))) if text.starts_with("42") => {
+                    let at = text.find("\"n\":").unwrap() + 4;
+                    let n: usize = text[at..]
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    received.push(n);
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the reading client lost its connection: {other:?}"),
+            }
+        }
+        (reader, received)
+    });
+    for n in 0..EMITS {
+        let body = format!(
+            r#"{{"channel":"chats/slow","event":"big","data":{{"n":{n},"pad":"{filler}"}}}}"#
+        );
+        let status = emit(server.address, &body).await;
+        assert!(status.contains("200"), "{status}");
+    }
+    let (reader, received) = tokio::time::timeout(Duration::from_secs(30), receiving)
+        .await
+        .expect("the reading client gets every event")
+        .unwrap();
+    assert_eq!(
+        received,
+        (0..EMITS).collect::<Vec<_>>(),
+        "all, once, in order"
+    );
+
+    // The slow client was let go. Its task, blocked writing to a client that reads nothing, gives up
+    // after a short grace: only the reader's connection is left.
+    let open = || OPEN_WEBSOCKETS.load(Ordering::Acquire);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while open() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open(), 1, "the server still holds the slow connection");
+    drop((slow, reader));
 }
