@@ -18,6 +18,7 @@ use switchboard_core::config::{ChannelPolicy, Config};
 use switchboard_core::http::{
     self as core_http, EngineError, HttpResponse, Method, Route, TransportKind,
 };
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -150,9 +151,18 @@ fn websocket(
     policy: Arc<ChannelPolicy>,
     sid: Option<String>,
 ) -> Response {
-    let Some(accept) = handshake_accept(&request) else {
+    let accept = match handshake(&request) {
+        Handshake::Accept(accept) => accept,
         // A plain GET asking for the WebSocket transport.
-        return to_axum(EngineError::BadRequest.response());
+        Handshake::NotAnUpgrade => return to_axum(EngineError::BadRequest.response()),
+        Handshake::WrongVersion => {
+            // RFC 6455 section 4.4: say which version this server speaks.
+            return Response::builder()
+                .status(StatusCode::UPGRADE_REQUIRED)
+                .header(header::SEC_WEBSOCKET_VERSION, "13")
+                .body(Body::empty())
+                .unwrap_or_else(|_| StatusCode::UPGRADE_REQUIRED.into_response());
+        }
     };
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
@@ -177,9 +187,16 @@ fn websocket(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// The `Sec-WebSocket-Accept` value for a valid WebSocket handshake request, or `None` when the
-/// request is not one.
-fn handshake_accept(request: &Request) -> Option<String> {
+enum Handshake {
+    /// A valid WebSocket handshake; the `Sec-WebSocket-Accept` value to answer with.
+    Accept(String),
+    NotAnUpgrade,
+    /// A WebSocket handshake for a protocol version other than 13.
+    WrongVersion,
+}
+
+/// Checks a WebSocket handshake request (RFC 6455 section 4.2.1).
+fn handshake(request: &Request) -> Handshake {
     let headers = request.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|value| {
@@ -190,15 +207,25 @@ fn handshake_accept(request: &Request) -> Option<String> {
             })
         })
     };
-    let valid = request.method() == axum::http::Method::GET
+    let upgrade = request.method() == axum::http::Method::GET
         && request.version() == axum::http::Version::HTTP_11
         && has_token(header::CONNECTION, "upgrade")
         && has_token(header::UPGRADE, "websocket")
-        && headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_some_and(|version| version == "13");
-    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
-    valid.then(|| derive_accept_key(key.as_bytes()))
+        // hyper can hand the connection over (it cannot for some requests, e.g. HTTP/2).
+        && request
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some();
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| upgrade) else {
+        return Handshake::NotAnUpgrade;
+    };
+    let version_13 = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|version| version == "13");
+    if !version_13 {
+        return Handshake::WrongVersion;
+    }
+    Handshake::Accept(derive_accept_key(key.as_bytes()))
 }
 
 /// Bytes read per system call, and the read buffer an idle connection keeps. Socket.IO messages
@@ -217,6 +244,9 @@ fn websocket_config(policy: &ChannelPolicy) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
+        // What tungstenite itself may hold when `WebSocketIo` pushes back: room for its pong and
+        // close frames, so a client that pings without reading cannot grow it without bound.
+        .max_write_buffer_size(4 * 1024)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }
@@ -270,7 +300,18 @@ async fn run_websocket(
                     Some(Ok(Message::Binary(bytes))) => Command::WsBinary { conn, bytes },
                     // The library queues the pong itself; it leaves with the next write.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(Message::Close(_))) => {
+                        // tungstenite has queued the close reply the protocol asks for: send it. It
+                        // hands the reply to `WebSocketIo` but, the connection being over, does not
+                        // flush it, so flush that too.
+                        let reply = async {
+                            let _ = socket.flush().await;
+                            let _ = socket.get_mut().flush().await;
+                        };
+                        let _ = tokio::time::timeout(RELEASE_GRACE, reply).await;
+                        break;
+                    }
+                    Some(Err(_)) | None => break,
                 };
                 registry.send(key, policy, command).await;
             }

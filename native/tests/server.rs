@@ -194,3 +194,61 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_get_everything() 
     assert_eq!(open(), 1, "the server still holds the slow connection");
     drop((slow, reader));
 }
+
+#[tokio::test]
+async fn websocket_handshakes_follow_rfc_6455() {
+    let server = start().await;
+    let path = "/socket.io/chats/1/?EIO=4&transport=websocket";
+    let handshake = |version: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+        )
+    };
+    // An unsupported version is told which one the server speaks.
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream.write_all(handshake("8").as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 1024];
+    let read = stream.read(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response[..read]).to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 426"), "{response}");
+    assert!(response.contains("sec-websocket-version: 13"), "{response}");
+
+    // Version 13 is switched, with the accept value of RFC 6455's own example.
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream.write_all(handshake("13").as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 1024];
+    let read = stream.read(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response[..read]).to_ascii_lowercase();
+    assert!(response.starts_with("http/1.1 101"), "{response}");
+    assert!(
+        response.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered() {
+    let _alone = WEBSOCKET_TESTS.lock().await;
+    let server = start().await;
+    let url = format!(
+        "ws://{}/socket.io/chats/1/?EIO=4&transport=websocket",
+        server.address
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let _open = socket.next().await.unwrap().unwrap();
+    socket.close(None).await.unwrap();
+    // The server's close reply ends the stream cleanly (no abrupt reset).
+    let ending = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(_))) | None => return Ok(()),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
+            }
+        }
+    })
+    .await
+    .expect("the server answers the close");
+    assert!(ending.is_ok(), "{ending:?}");
+}
