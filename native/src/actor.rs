@@ -221,7 +221,7 @@ impl Registry {
     }
 
     /// The slow path of [`Registry::send`]: waits for room in the channel's queue.
-    async fn send_waiting(
+    pub async fn send_waiting(
         self: &Arc<Self>,
         key: &str,
         policy: &Arc<ChannelPolicy>,
@@ -397,6 +397,11 @@ impl ChannelActor {
                 (true, since) => since,
                 (false, _) => None,
             };
+            if !self.receiver.is_empty() {
+                // Still busy: let the connections write what this slice gave them before the next
+                // one, so a flood of commands cannot outrun every client's queue at once.
+                tokio::task::yield_now().await;
+            }
         }
     }
 

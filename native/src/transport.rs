@@ -2,6 +2,8 @@
 //! hand it to the channel's task, and write back what comes out. No protocol decisions are made here.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -292,9 +294,21 @@ async fn run_websocket(
         outbound,
     };
     registry.send(key, policy, open).await;
+    // A message for a channel whose queue is full. While it waits, the socket is not read (order
+    // is kept) but what the channel sends keeps being written: a crowded channel must not turn its
+    // clients into slow consumers.
+    let mut forwarding: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
     loop {
         tokio::select! {
-            incoming = socket.next() => {
+            () = async {
+                match forwarding.as_mut() {
+                    Some(forward) => forward.await,
+                    None => std::future::pending().await,
+                }
+            }, if forwarding.is_some() => {
+                forwarding = None;
+            }
+            incoming = socket.next(), if forwarding.is_none() => {
                 let command = match incoming {
                     Some(Ok(Message::Text(text))) => Command::WsText { conn, text },
                     Some(Ok(Message::Binary(bytes))) => Command::WsBinary { conn, bytes },
@@ -313,7 +327,9 @@ async fn run_websocket(
                     }
                     Some(Err(_)) | None => break,
                 };
-                registry.send(key, policy, command).await;
+                if let Err(command) = registry.try_send(key, policy, command) {
+                    forwarding = Some(Box::pin(registry.send_waiting(key, policy, command)));
+                }
             }
             batch = from_channel.recv_all() => {
                 let Some(mut batch) = batch else {

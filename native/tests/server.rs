@@ -252,3 +252,61 @@ async fn a_close_from_the_client_is_answered() {
     .expect("the server answers the close");
     assert!(ending.is_ok(), "{ending:?}");
 }
+
+#[tokio::test]
+async fn a_crowded_channel_keeps_every_client() {
+    let _alone = WEBSOCKET_TESTS.lock().await;
+    let server = start().await;
+    let url = format!(
+        "ws://{}/socket.io/chats/crowded/?EIO=4&transport=websocket",
+        server.address
+    );
+    // Everyone sends at once, far more than the channel's queue holds, and everyone reads.
+    const CLIENTS: usize = 100;
+    const EACH: usize = 100;
+    let mut sockets = Vec::new();
+    for _ in 0..CLIENTS {
+        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let _open = socket.next().await.unwrap().unwrap();
+        socket.send(Message::text("40")).await.unwrap();
+        let connected = socket.next().await.unwrap().unwrap();
+        assert!(connected.to_text().unwrap().starts_with("40{"));
+        sockets.push(socket);
+    }
+    let start_line = Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let mut clients = Vec::new();
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let start_line = start_line.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = socket.split();
+            start_line.wait().await;
+            let sending = tokio::spawn(async move {
+                for n in 0..EACH {
+                    let event = format!(r#"42["say",{{"from":{index},"n":{n}}}]"#);
+                    sink.feed(Message::text(event)).await.unwrap();
+                }
+                sink.flush().await.unwrap();
+                sink
+            });
+            let mut received = 0;
+            while received < CLIENTS * EACH {
+                match stream.next().await {
+                    Some(Ok(Message::Text(text))) if text.starts_with("42") => received += 1,
+                    Some(Ok(_)) => {}
+                    other => {
+                        panic!("client {index} lost its connection after {received}: {other:?}")
+                    }
+                }
+            }
+            let _sink = sending.await.unwrap();
+            received
+        }));
+    }
+    for client in clients {
+        let received = tokio::time::timeout(Duration::from_secs(60), client)
+            .await
+            .expect("every client gets every event")
+            .unwrap();
+        assert_eq!(received, CLIENTS * EACH);
+    }
+}
