@@ -246,8 +246,9 @@ fn websocket_config(policy: &ChannelPolicy) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        // What tungstenite itself may hold when `WebSocketIo` pushes back: room for its pong and
-        // close frames, so a client that pings without reading cannot grow it without bound.
+        // What tungstenite itself may hold while `WebSocketIo` pushes back (only pongs and close
+        // frames pass through it), so a client that pings without reading cannot grow it without
+        // bound. A client stalled that far may miss its close frame; it is dropped all the same.
         .max_write_buffer_size(4 * 1024)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
@@ -298,6 +299,7 @@ async fn run_websocket(
     // is kept) but what the channel sends keeps being written: a crowded channel must not turn its
     // clients into slow consumers.
     let mut forwarding: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = None;
+    let mut answer_close = false;
     loop {
         tokio::select! {
             () = async {
@@ -315,14 +317,7 @@ async fn run_websocket(
                     // The library queues the pong itself; it leaves with the next write.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Close(_))) => {
-                        // tungstenite has queued the close reply the protocol asks for: send it. It
-                        // hands the reply to `WebSocketIo` but, the connection being over, does not
-                        // flush it, so flush that too.
-                        let reply = async {
-                            let _ = socket.flush().await;
-                            let _ = socket.get_mut().flush().await;
-                        };
-                        let _ = tokio::time::timeout(RELEASE_GRACE, reply).await;
+                        answer_close = true;
                         break;
                     }
                     Some(Err(_)) | None => break,
@@ -363,8 +358,24 @@ async fn run_websocket(
             }
         }
     }
+    // A message already read from the client still reaches the channel, ahead of the close.
+    if let Some(forward) = forwarding {
+        forward.await;
+    }
     registry.send(key, policy, Command::WsClosed { conn }).await;
+    if answer_close {
+        // tungstenite has queued the close reply the protocol asks for. It hands the reply to
+        // `WebSocketIo` but, the connection being over, does not flush it: flush both.
+        let reply = async {
+            let _ = socket.flush().await;
+            let _ = socket.get_mut().flush().await;
+        };
+        let _ = tokio::time::timeout(CLOSE_REPLY_GRACE, reply).await;
+    }
 }
+
+/// How long a client that closed may take to read the close reply.
+const CLOSE_REPLY_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a connection the channel has let go of may still take to write what is left.
 const RELEASE_GRACE: Duration = Duration::from_secs(5);
