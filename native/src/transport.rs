@@ -23,7 +23,6 @@ use switchboard_core::http::{
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -327,34 +326,39 @@ async fn run_websocket(
                 }
             }
             batch = from_channel.recv_all() => {
+                // The rare paths below are boxed: inline, their futures would enlarge every
+                // connection's task for its whole life.
                 let Some(mut batch) = batch else {
                     // The channel dropped us (too slow): close without ceremony.
-                    let mut nothing_left = VecDeque::new();
-                    let rest = finish(socket, &mut nothing_left, &mut from_channel);
-                    let _ = tokio::time::timeout(RELEASE_GRACE, rest).await;
+                    let rest = finish(socket, &mut from_channel);
+                    let _ = Box::pin(tokio::time::timeout(RELEASE_GRACE, rest)).await;
                     break;
                 };
                 let used = batch.len();
-                let written = tokio::select! {
+                let close = queue_batch(socket, &mut batch);
+                from_channel.recycle(batch, used);
+                if let Some(frame) = close {
+                    // The channel already forgot this connection.
+                    let send = socket.send(Message::Close(Some(frame)));
+                    let _ = Box::pin(tokio::time::timeout(RELEASE_GRACE, send)).await;
+                    return;
+                }
+                let flushed = tokio::select! {
                     // The write first: it usually completes at once, and then the release is never
                     // even looked at.
                     biased;
-                    written = write_batch(socket, &mut batch) => written,
+                    flushed = socket.flush() => flushed,
                     // The channel let go of this connection while the write waits on a client that
                     // does not read: it gets a short grace to take the rest, then it is dropped.
                     () = from_channel.released() => {
-                        let rest = finish(socket, &mut batch, &mut from_channel);
-                        let _ = tokio::time::timeout(RELEASE_GRACE, rest).await;
+                        let rest = finish(socket, &mut from_channel);
+                        let _ = Box::pin(tokio::time::timeout(RELEASE_GRACE, rest)).await;
                         return;
                     }
                 };
-                match written {
-                    Ok(Batch::Open) => {}
-                    // The channel already forgot this connection.
-                    Ok(Batch::Closed) => return,
-                    Err(_) => break,
+                if flushed.is_err() {
+                    break;
                 }
-                from_channel.recycle(batch, used);
             }
         }
     }
@@ -370,7 +374,7 @@ async fn run_websocket(
             let _ = socket.flush().await;
             let _ = socket.get_mut().flush().await;
         };
-        let _ = tokio::time::timeout(CLOSE_REPLY_GRACE, reply).await;
+        let _ = Box::pin(tokio::time::timeout(CLOSE_REPLY_GRACE, reply)).await;
     }
 }
 
@@ -381,59 +385,43 @@ const CLOSE_REPLY_GRACE: Duration = Duration::from_secs(1);
 const RELEASE_GRACE: Duration = Duration::from_secs(5);
 
 /// Writes what is left for a connection the channel has let go of, ending with a close frame.
-async fn finish(
-    socket: &mut Socket,
-    batch: &mut VecDeque<Outbound>,
-    from_channel: &mut OutboxReceiver,
-) {
+async fn finish(socket: &mut Socket, from_channel: &mut OutboxReceiver) {
     loop {
-        match write_batch(socket, batch).await {
-            Ok(Batch::Open) => {}
-            Ok(Batch::Closed) | Err(_) => return,
+        if socket.flush().await.is_err() {
+            return;
         }
-        match from_channel.recv_all().await {
-            Some(rest) => *batch = rest,
-            None => {
-                // Dropped without a close of its own: it could not keep up.
-                let frame = CloseFrame {
-                    code: CloseCode::Policy,
-                    reason: Utf8Bytes::from_static("too slow"),
-                };
-                let _ = socket.send(Message::Close(Some(frame))).await;
-                return;
-            }
+        let close = match from_channel.recv_all().await {
+            Some(mut rest) => queue_batch(socket, &mut rest),
+            // Dropped without a close of its own: it could not keep up.
+            None => Some(CloseFrame {
+                code: CloseCode::Policy,
+                reason: Utf8Bytes::from_static("too slow"),
+            }),
+        };
+        if let Some(frame) = close {
+            let _ = socket.send(Message::Close(Some(frame))).await;
+            return;
         }
     }
 }
 
-/// Whether a batch ended with the channel closing the connection.
-enum Batch {
-    Open,
-    Closed,
-}
-
-/// Writes every packet queued for the connection, then flushes once: under load many events leave
-/// in one system call.
-async fn write_batch(
-    socket: &mut Socket,
-    batch: &mut VecDeque<Outbound>,
-) -> Result<Batch, WsError> {
+/// Puts a batch's frames into the socket's buffer, to leave in one system call with the next flush.
+/// Returns the close frame that ends the batch, if the channel closed the connection (nothing after
+/// it is sent). Leaves `batch` empty.
+fn queue_batch(socket: &mut Socket, batch: &mut VecDeque<Outbound>) -> Option<CloseFrame> {
     while let Some(outbound) = batch.pop_front() {
         match outbound {
             Outbound::Frames(frames) => socket.get_mut().push_frames(&frames),
             Outbound::Close { code, reason } => {
-                let frame = CloseFrame {
+                batch.clear();
+                return Some(CloseFrame {
                     code: CloseCode::from(code),
                     reason: Utf8Bytes::from_static(reason),
-                };
-                socket.feed(Message::Close(Some(frame))).await?;
-                socket.flush().await?;
-                return Ok(Batch::Closed);
+                });
             }
         }
     }
-    socket.flush().await?;
-    Ok(Batch::Open)
+    None
 }
 
 fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
