@@ -280,6 +280,20 @@ impl Registry {
         }
     }
 
+    /// Asks a live channel a question and waits for its answer; `None` when the channel has no
+    /// live task (or it ended before answering).
+    pub async fn ask_if_live<T>(
+        &self,
+        key: &str,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        if !self.send_if_live(key, command(reply)).await {
+            return None;
+        }
+        answer.await.ok()
+    }
+
     pub fn live_channels(&self) -> usize {
         self.lock().len()
     }

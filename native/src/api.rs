@@ -6,7 +6,7 @@ use axum::body::to_bytes;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::Response;
-use switchboard_core::api::{self, ApiError, Occupancy};
+use switchboard_core::api::{self, ApiError};
 use switchboard_core::http::{self as core_http, HttpResponse, Method, Route};
 use switchboard_core::web;
 use tokio::sync::oneshot;
@@ -94,41 +94,30 @@ async fn channel_info(state: &AppState, channel: String) -> Result<HttpResponse,
     if state.config.policy_for(&channel).is_none() {
         return Err(ApiError::unknown_channel("channel", &channel));
     }
-    let (reply, answer) = oneshot::channel();
-    let occupancy = if state
+    let occupancy = state
         .registry
-        .send_if_live(&channel, Command::Occupancy { reply })
+        .ask_if_live(&channel, |reply| Command::Occupancy { reply })
         .await
-    {
-        answer.await.unwrap_or_default()
-    } else {
-        Occupancy::default()
-    };
+        .unwrap_or_default();
     Ok(api::occupancy_response(&channel, &occupancy))
 }
 
 async fn debug(state: &AppState, action: &str, channel: String) -> HttpResponse {
     match action {
         "rebuild" => {
-            let (reply, answer) = oneshot::channel();
-            let sent = state
+            let sessions = state
                 .registry
-                .send_if_live(&channel, Command::Rebuild { reply })
-                .await;
-            let sessions = if sent { answer.await.unwrap_or(0) } else { 0 };
+                .ask_if_live(&channel, |reply| Command::Rebuild { reply })
+                .await
+                .unwrap_or(0);
             HttpResponse::json(200, &serde_json::json!({ "rebuilt_sessions": sessions }))
         }
         "stats" => {
-            let (reply, answer) = oneshot::channel();
-            let sent = state
+            let stats = state
                 .registry
-                .send_if_live(&channel, Command::Stats { reply })
-                .await;
-            let stats = if sent {
-                answer.await.unwrap_or_default()
-            } else {
-                serde_json::json!({})
-            };
+                .ask_if_live(&channel, |reply| Command::Stats { reply })
+                .await
+                .unwrap_or_else(|| serde_json::json!({}));
             HttpResponse::json(200, &stats)
         }
         _ => HttpResponse::text(404, "unknown debug action"),

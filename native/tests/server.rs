@@ -42,6 +42,31 @@ async fn start() -> Server {
     }
 }
 
+type TestSocket = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// Opens a WebSocket on `channel` over `tcp` and reads the Engine.IO open packet.
+async fn open_websocket(tcp: TcpStream, channel: &str) -> TestSocket {
+    let address = tcp.peer_addr().unwrap();
+    let url = format!("ws://{address}/socket.io/{channel}/?EIO=4&transport=websocket");
+    let (mut socket, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let open = socket.next().await.unwrap().unwrap();
+    assert!(open.to_text().unwrap().starts_with("0{"));
+    socket
+}
+
+/// A WebSocket client connected to the default namespace of `channel`.
+async fn join_over(tcp: TcpStream, channel: &str) -> TestSocket {
+    let mut socket = open_websocket(tcp, channel).await;
+    socket.send(Message::text("40")).await.unwrap();
+    let connected = socket.next().await.unwrap().unwrap();
+    assert!(connected.to_text().unwrap().starts_with("40{\"sid\""));
+    socket
+}
+
+async fn join(address: std::net::SocketAddr, channel: &str) -> TestSocket {
+    join_over(TcpStream::connect(address).await.unwrap(), channel).await
+}
+
 /// A bare HTTP/1.1 GET; returns the status line and body.
 async fn http_get(address: std::net::SocketAddr, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(address).await.unwrap();
@@ -75,16 +100,7 @@ async fn unknown_channels_are_refused_before_any_state_exists() {
 async fn shutdown_closes_websockets_and_returns() {
     let _alone = WEBSOCKET_TESTS.lock().await;
     let mut server = start().await;
-    let url = format!(
-        "ws://{}/socket.io/chats/1/?EIO=4&transport=websocket",
-        server.address
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let open = socket.next().await.unwrap().unwrap();
-    assert!(open.to_text().unwrap().starts_with("0{"));
-    socket.send(Message::text("40")).await.unwrap();
-    let connected = socket.next().await.unwrap().unwrap();
-    assert!(connected.to_text().unwrap().starts_with("40{\"sid\""));
+    let mut socket = join(server.address, "chats/1").await;
 
     server.stop.take().unwrap().send(()).unwrap();
     // The client sees a close frame saying the server is going away, not a dropped connection.
@@ -123,26 +139,11 @@ async fn emit(address: std::net::SocketAddr, body: &str) -> String {
 async fn a_client_that_stops_reading_is_dropped_and_the_others_get_everything() {
     let _alone = WEBSOCKET_TESTS.lock().await;
     let server = start().await;
-    let url = format!(
-        "ws://{}/socket.io/chats/slow/?EIO=4&transport=websocket",
-        server.address
-    );
-    let join = |mut socket: tokio_tungstenite::WebSocketStream<TcpStream>| async move {
-        let _open = socket.next().await.unwrap().unwrap();
-        socket.send(Message::text("40")).await.unwrap();
-        let connected = socket.next().await.unwrap().unwrap();
-        assert!(connected.to_text().unwrap().starts_with("40{"));
-        socket
-    };
-    let tcp = TcpStream::connect(server.address).await.unwrap();
-    let (reader, _) = tokio_tungstenite::client_async(&url, tcp).await.unwrap();
-    let mut reader = join(reader).await;
+    let mut reader = join(server.address, "chats/slow").await;
     // The slow client takes little into its kernel buffer and then reads nothing at all.
     let tcp = tokio::net::TcpSocket::new_v4().unwrap();
     tcp.set_recv_buffer_size(4096).unwrap();
-    let tcp = tcp.connect(server.address).await.unwrap();
-    let (slow, _) = tokio_tungstenite::client_async(&url, tcp).await.unwrap();
-    let slow = join(slow).await;
+    let slow = join_over(tcp.connect(server.address).await.unwrap(), "chats/slow").await;
 
     // 20 MB of broadcasts: more than the kernel buffers plus the 8 MiB a connection may queue.
     const EMITS: usize = 320;
@@ -231,12 +232,8 @@ async fn websocket_handshakes_follow_rfc_6455() {
 async fn a_close_from_the_client_is_answered() {
     let _alone = WEBSOCKET_TESTS.lock().await;
     let server = start().await;
-    let url = format!(
-        "ws://{}/socket.io/chats/1/?EIO=4&transport=websocket",
-        server.address
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let _open = socket.next().await.unwrap().unwrap();
+    let tcp = TcpStream::connect(server.address).await.unwrap();
+    let mut socket = open_websocket(tcp, "chats/1").await;
     socket.close(None).await.unwrap();
     // The server's close reply ends the stream cleanly (no abrupt reset).
     let ending = tokio::time::timeout(Duration::from_secs(5), async {
@@ -257,21 +254,12 @@ async fn a_close_from_the_client_is_answered() {
 async fn a_crowded_channel_keeps_every_client() {
     let _alone = WEBSOCKET_TESTS.lock().await;
     let server = start().await;
-    let url = format!(
-        "ws://{}/socket.io/chats/crowded/?EIO=4&transport=websocket",
-        server.address
-    );
     // Everyone sends at once, far more than the channel's queue holds, and everyone reads.
     const CLIENTS: usize = 100;
     const EACH: usize = 100;
     let mut sockets = Vec::new();
     for _ in 0..CLIENTS {
-        let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        let _open = socket.next().await.unwrap().unwrap();
-        socket.send(Message::text("40")).await.unwrap();
-        let connected = socket.next().await.unwrap().unwrap();
-        assert!(connected.to_text().unwrap().starts_with("40{"));
-        sockets.push(socket);
+        sockets.push(join(server.address, "chats/crowded").await);
     }
     let start_line = Arc::new(tokio::sync::Barrier::new(CLIENTS));
     let mut clients = Vec::new();

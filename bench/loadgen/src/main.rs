@@ -135,6 +135,26 @@ fn raise_fd_limit() {
 type Socket = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 /// Opens a WebSocket, completes the Engine.IO handshake and joins namespace `/`.
+/// Opens `clients` connections, at most 200 handshakes at a time.
+async fn connect_many(server: &str, path: &str, clients: usize) -> anyhow::Result<Vec<Socket>> {
+    let gate = Arc::new(Semaphore::new(200));
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let permit = gate.clone().acquire_owned().await?;
+        let (server, path) = (server.to_string(), path.to_string());
+        tasks.push(tokio::spawn(async move {
+            let socket = connect(&server, &path).await;
+            drop(permit);
+            socket
+        }));
+    }
+    let mut sockets = Vec::with_capacity(clients);
+    for task in tasks {
+        sockets.push(task.await??);
+    }
+    Ok(sockets)
+}
+
 async fn connect(server: &str, path: &str) -> anyhow::Result<Socket> {
     let stream = TcpStream::connect(server)
         .await
@@ -209,21 +229,7 @@ async fn idle(
     let warm = connect(server, path).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid)?;
-    let gate = Arc::new(Semaphore::new(200));
-    let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let permit = gate.clone().acquire_owned().await?;
-        let (server, path) = (server.to_string(), path.to_string());
-        tasks.push(tokio::spawn(async move {
-            let socket = connect(&server, &path).await;
-            drop(permit);
-            socket
-        }));
-    }
-    let mut sockets = Vec::with_capacity(clients);
-    for task in tasks {
-        sockets.push(task.await??);
-    }
+    let sockets = connect_many(server, path, clients).await?;
     // Keep them alive and answering pings while the server settles.
     let mut keepers = Vec::new();
     for mut socket in sockets {
@@ -323,20 +329,9 @@ async fn fanout(server: &str, path: &str, plan: FanoutPlan) -> anyhow::Result<()
     let stop = Arc::new(tokio::sync::Notify::new());
 
     // Receivers.
-    let gate = Arc::new(Semaphore::new(200));
-    let mut connecting = Vec::with_capacity(plan.clients);
-    for _ in 0..plan.clients {
-        let permit = gate.clone().acquire_owned().await?;
-        let (server, path) = (server.to_string(), path.to_string());
-        connecting.push(tokio::spawn(async move {
-            let socket = connect(&server, &path).await;
-            drop(permit);
-            socket
-        }));
-    }
+    let sockets = connect_many(server, path, plan.clients).await?;
     let mut receivers = Vec::with_capacity(plan.clients);
-    for (index, task) in connecting.into_iter().enumerate() {
-        let mut socket = task.await??;
+    for (index, mut socket) in sockets.into_iter().enumerate() {
         let progress = progress.clone();
         let deliveries = deliveries.clone();
         let histogram = histogram.clone();

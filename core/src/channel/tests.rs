@@ -49,6 +49,16 @@ impl Harness {
         Self::new(BehaviourKind::Relay, relay)
     }
 
+    /// A relay channel whose policy `edit` adjusts.
+    fn relay_with(relay: RelayMode, edit: impl FnOnce(&mut ChannelPolicy)) -> Self {
+        let mut policy = (*policy(BehaviourKind::Relay, relay)).clone();
+        edit(&mut policy);
+        Self {
+            channel: Channel::new("x", Arc::new(policy), Box::new(SequenceRandom::new(5))),
+            now: 1_000,
+        }
+    }
+
     fn outputs(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.channel.poll_output()).collect()
     }
@@ -900,10 +910,9 @@ fn private_channels_admit_only_valid_tokens() {
 
 #[test]
 fn rate_limits_drop_the_excess_of_one_socket_only() {
-    let mut policy = (*policy(BehaviourKind::Relay, RelayMode::Others)).clone();
-    policy.events_per_second = Some(3);
-    let mut h = Harness::relay(RelayMode::Others);
-    h.channel = Channel::new("x", Arc::new(policy), Box::new(SequenceRandom::new(5)));
+    let mut h = Harness::relay_with(RelayMode::Others, |policy| {
+        policy.events_per_second = Some(3);
+    });
     h.connect(1, "/");
     h.connect(2, "/");
     h.outputs();
@@ -925,10 +934,7 @@ fn rate_limits_drop_the_excess_of_one_socket_only() {
 
 #[test]
 fn max_sockets_refuses_beyond_the_limit() {
-    let mut policy = (*policy(BehaviourKind::Relay, RelayMode::All)).clone();
-    policy.max_sockets = Some(2);
-    let mut h = Harness::relay(RelayMode::All);
-    h.channel = Channel::new("x", Arc::new(policy), Box::new(SequenceRandom::new(5)));
+    let mut h = Harness::relay_with(RelayMode::All, |policy| policy.max_sockets = Some(2));
     h.connect(1, "/");
     h.connect(2, "/");
     h.open_ws(3);

@@ -78,7 +78,7 @@ impl Hub {
         let mut delivered = 0;
         let mut dropped = Vec::new();
         {
-            let peers = self.peers.read().unwrap();
+            let peers = self.peers.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             for (id, peer) in peers.iter() {
                 match peer.tx.try_send(frame.clone()) {
                     Ok(()) => delivered += 1,
@@ -87,7 +87,7 @@ impl Hub {
             }
         }
         if !dropped.is_empty() {
-            let mut peers = self.peers.write().unwrap();
+            let mut peers = self.peers.write().unwrap_or_else(|poisoned| poisoned.into_inner());
             for id in dropped {
                 if let Some(peer) = peers.remove(&id) {
                     peer.kick.notify_one();
@@ -178,14 +178,14 @@ async fn connection(hub: Arc<Hub>, mut socket: WebSocket) {
                     rx = Some(new_rx);
                     hub.peers
                         .write()
-                        .unwrap()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .insert(id, Peer { tx, kick: kick.clone() });
                 }
             }
         }
     }
 
-    hub.peers.write().unwrap().remove(&id);
+    hub.peers.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&id);
     let _ = socket.send(Message::Close(None)).await;
 }
 
