@@ -27,17 +27,22 @@ fi
 
 cd "$EDGE"
 # wrangler runs this at every start; skip the build when nothing it depends on changed.
+# The stamp is written last, so a build that was cut short (wrangler restarts its build when a
+# watched file changes) is never taken for a finished one.
 OUTPUT="$EDGE/build/index_bg.wasm"
-if [ -f "$OUTPUT" ] && [ -f "$EDGE/build/worker/shim.mjs" ] && [ -z "${SWITCHBOARD_FORCE_BUILD:-}" ] &&
+STAMP="$EDGE/build/.complete"
+if [ -f "$STAMP" ] && [ -z "${SWITCHBOARD_FORCE_BUILD:-}" ] &&
     [ -z "$(find "$EDGE/src" "$ROOT/core/src" "$EDGE/Cargo.toml" "$ROOT/core/Cargo.toml" \
-        "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" "$EDGE/build.sh" -newer "$OUTPUT" -print -quit)" ]; then
+        "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" "$EDGE/build.sh" -newer "$STAMP" -print -quit)" ]; then
     echo "edge wasm up to date: $(wc -c <"$OUTPUT") bytes, $(gzip -9 -c "$OUTPUT" | wc -c) bytes gzip -9"
     exit 0
 fi
+rm -f "$STAMP"
 # Size over speed for the wasm only (the native build keeps the workspace's release profile).
 CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
 WASM_BINDGEN_BIN="$(command -v wasm-bindgen)" \
 ESBUILD_BIN="$NODE_BIN/esbuild" \
     worker-build --release
 "$NODE_BIN/wasm-opt" build/index_bg.wasm -Oz --enable-exception-handling --strip-debug --strip-producers -o build/index_bg.wasm
+touch "$STAMP"
 echo "edge wasm: $(wc -c <build/index_bg.wasm) bytes, $(gzip -9 -c build/index_bg.wasm | wc -c) bytes gzip -9"

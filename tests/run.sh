@@ -44,6 +44,25 @@ if [ -z "${CHROMIUM_PATH:-}" ] && ! command -v chromium >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y chromium
 fi
 
+# Socket.IO clients nobody here wrote, for the heartbeat test: python-socketio in a virtualenv and
+# rust_socketio in a small crate of its own (it needs OpenSSL's headers for native-tls).
+PYTHON_CLIENTS="$ROOT/target/python-clients"
+if [ ! -x "$PYTHON_CLIENTS/bin/python" ] || [ tests/clients/python/requirements.txt -nt "$PYTHON_CLIENTS/.installed" ]; then
+    python3 -m venv "$PYTHON_CLIENTS"
+    "$PYTHON_CLIENTS/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/python/requirements.txt
+    touch "$PYTHON_CLIENTS/.installed"
+fi
+if ! pkg-config --exists openssl 2>/dev/null; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y libssl-dev pkg-config
+fi
+CARGO_TARGET_DIR="$ROOT/target/rust-client" cargo build --release --quiet \
+    --manifest-path tests/clients/rust/Cargo.toml
+export SWITCHBOARD_PYTHON_CLIENT="$PYTHON_CLIENTS/bin/python"
+export SWITCHBOARD_RUST_CLIENT="$ROOT/target/rust-client/release/heartbeat-client"
+
 # --- Rust tests ---------------------------------------------------------------------------------
 step "cargo test (native)"
 cargo test --workspace

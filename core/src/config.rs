@@ -79,6 +79,11 @@ pub struct ChannelPolicy {
     pub jwt_secret: Option<Secret>,
     /// The pattern this policy was declared for (binds the channel's parameters).
     pub pattern: Option<ChannelPattern>,
+    /// Edge only: the Workers runtime answers client pongs with a noop on the object's behalf, so
+    /// heartbeats never wake a hibernating Durable Object. Clients see one extra noop packet per
+    /// heartbeat, which Engine.IO clients ignore. Off, the object reads pongs itself (what the
+    /// protocol test suites expect). The native server always reads them itself.
+    pub pong_auto_response: bool,
 }
 
 impl Default for ChannelPolicy {
@@ -100,6 +105,7 @@ impl Default for ChannelPolicy {
             events_per_second: None,
             jwt_secret: None,
             pattern: None,
+            pong_auto_response: true,
         }
     }
 }
@@ -179,6 +185,7 @@ struct Defaults {
     ping_timeout_ms: u64,
     connect_timeout_ms: u64,
     max_payload: u64,
+    pong_auto_response: bool,
 }
 
 impl Default for Defaults {
@@ -189,6 +196,7 @@ impl Default for Defaults {
             ping_timeout_ms: 20_000,
             connect_timeout_ms: 45_000,
             max_payload: 1_000_000,
+            pong_auto_response: true,
         }
     }
 }
@@ -216,6 +224,7 @@ pub mod keys {
     pub const PING_TIMEOUT: &str = "PING_TIMEOUT";
     pub const CONNECT_TIMEOUT: &str = "CONNECT_TIMEOUT";
     pub const MAX_PAYLOAD: &str = "MAX_PAYLOAD";
+    pub const PONG_AUTO_RESPONSE: &str = "PONG_AUTO_RESPONSE";
     pub const ENGINE_IO_ECHO: &str = "ENGINE_IO_ECHO";
     pub const DEBUG_ENDPOINTS: &str = "DEBUG_ENDPOINTS";
     pub const CHAT_EXAMPLE: &str = "CHAT_EXAMPLE";
@@ -227,6 +236,7 @@ pub mod keys {
         PING_TIMEOUT,
         CONNECT_TIMEOUT,
         MAX_PAYLOAD,
+        PONG_AUTO_RESPONSE,
         ENGINE_IO_ECHO,
         DEBUG_ENDPOINTS,
         CHAT_EXAMPLE,
@@ -251,6 +261,7 @@ struct ChannelSpec {
     connect_timeout: Option<Value>,
     max_payload: Option<Value>,
     allowed_origins: Option<Vec<String>>,
+    pong_auto_response: Option<bool>,
 }
 
 /// The configuration used when no file is present: the plain Socket.IO chat tutorial works against it
@@ -286,6 +297,10 @@ impl Config {
             .unwrap_or(Defaults::default().connect_timeout_ms),
             max_payload: optional_whole_number(vars.get(keys::MAX_PAYLOAD), keys::MAX_PAYLOAD)?
                 .unwrap_or(Defaults::default().max_payload),
+            pong_auto_response: match vars.get(keys::PONG_AUTO_RESPONSE) {
+                None => Defaults::default().pong_auto_response,
+                value => optional_bool(value, keys::PONG_AUTO_RESPONSE)?,
+            },
         };
         validate_engine_numbers(&defaults, "")?;
 
@@ -348,6 +363,7 @@ impl Config {
                     ping_timeout_ms: defaults.ping_timeout_ms,
                     connect_timeout_ms: defaults.connect_timeout_ms,
                     max_payload: defaults.max_payload,
+                    pong_auto_response: defaults.pong_auto_response,
                     ..ChannelPolicy::default()
                 })
             });
@@ -469,6 +485,9 @@ fn resolve_policy(
         .unwrap_or(defaults.connect_timeout_ms),
         max_payload: optional_whole_number(spec.max_payload.as_ref(), &field("max_payload"))?
             .unwrap_or(defaults.max_payload),
+        pong_auto_response: spec
+            .pong_auto_response
+            .unwrap_or(defaults.pong_auto_response),
     };
     validate_engine_numbers(&engine, &format!("{key}."))?;
     let allowed_origins = spec.allowed_origins.unwrap_or_else(|| vec!["*".into()]);
@@ -529,6 +548,7 @@ fn resolve_policy(
         events_per_second: positive(spec.events_per_second.as_ref(), "events_per_second")?,
         jwt_secret: None,
         pattern: Some(pattern.clone()),
+        pong_auto_response: engine.pong_auto_response,
     })
 }
 
@@ -872,6 +892,21 @@ mod tests {
         assert!(validate_channel_name("chats/../x").is_err());
         assert!(validate_channel_name("chats/4 2").is_err());
         assert!(validate_channel_name(&"a".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn pong_auto_response_is_on_unless_turned_off() {
+        let config = Config::from_vars(&vars(json!({
+            "PONG_AUTO_RESPONSE": false,
+            "ENGINE_IO_ECHO": true,
+            "CHANNELS": { "/": {}, "busy/:id": { "pong_auto_response": true } }
+        })))
+        .unwrap();
+        assert!(!config.policy_for("").unwrap().pong_auto_response);
+        assert!(!config.engine_echo().unwrap().pong_auto_response);
+        assert!(config.policy_for("busy/1").unwrap().pong_auto_response);
+        let config = Config::from_json(EMBEDDED_DEFAULT_VARS).unwrap();
+        assert!(config.policy_for("chats/1").unwrap().pong_auto_response);
     }
 
     #[test]

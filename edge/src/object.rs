@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::rc::Rc;
 use switchboard_core::api::ChannelEmit;
 
-use switchboard_core::channel::{Channel, ConnId, Frames, Output, RandomSource, SessionSnapshot};
+use switchboard_core::channel::{
+    Channel, ConnId, Frames, Output, RandomSource, SessionSnapshot, WsAdmission,
+};
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::http::{self as core_http, HttpResponse, Method, Route, TransportKind};
 use wasm_bindgen::prelude::*;
@@ -109,6 +111,9 @@ pub struct ChannelObject {
     live: RefCell<Option<Live>>,
     /// The alarm last requested, so unchanged deadlines cost no storage call.
     alarm_at: Cell<Option<u64>>,
+    /// Set when the object should be reset once the current handler returns (see
+    /// [`ChannelObject::take_reset_request`]).
+    reset_request: Cell<Option<&'static str>>,
     /// Wake-ups since this instance was constructed, by entry point (the debug stats endpoint).
     wakeups: RefCell<Wakeups>,
 }
@@ -124,16 +129,12 @@ struct Wakeups {
 impl DurableObject for ChannelObject {
     fn new(state: State, env: Env) -> Self {
         console_error_panic_hook::set_once();
-        // Client pongs ("3") are answered with a noop ("6") by the runtime without waking us; the
-        // alarm reads when each socket last did so.
-        if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("3", "6") {
-            state.set_websocket_auto_response(&pair);
-        }
         Self {
             state,
             env,
             live: RefCell::new(None),
             alarm_at: Cell::new(None),
+            reset_request: Cell::new(None),
             wakeups: RefCell::new(Wakeups::default()),
         }
     }
@@ -169,10 +170,17 @@ impl DurableObject for ChannelObject {
                     let Some(live) = guard.as_mut() else {
                         return to_worker_response(HttpResponse::text(503, "channel unavailable"));
                     };
-                    // Refuse before upgrading: a close sent right after accepting is not delivered
-                    // reliably by the runtime.
-                    if let Some(error) = live.channel.check_ws_open(query.sid.as_deref()) {
-                        return to_worker_response(error.response());
+                    match live.channel.check_ws_open(query.sid.as_deref()) {
+                        Err(error) => return to_worker_response(error.response()),
+                        Ok(WsAdmission::AcceptAndClose { code, reason }) => {
+                            // Not hibernatable: the runtime completes the close of such a socket
+                            // at once, where a hibernatable one closed outside its own message
+                            // handler keeps its connection open (docs/edge-close.md).
+                            pair.server.accept()?;
+                            pair.server.close(Some(code), Some(reason))?;
+                            return Response::from_websocket(pair.client);
+                        }
+                        Ok(WsAdmission::Accept) => {}
                     }
                     let conn = live.next_conn;
                     live.next_conn += 1;
@@ -322,6 +330,18 @@ impl DurableObject for ChannelObject {
     }
 }
 
+#[wasm_bindgen]
+impl ChannelObject {
+    /// Asked by `edge/entry.mjs` after every handler: whether the object wants to be reset, and
+    /// why. The reset itself (`ctx.abort()`) ends JavaScript execution on the spot, so it happens
+    /// there, once the handler has returned, and never inside wasm, where it would cut the async
+    /// executor short.
+    #[wasm_bindgen(js_name = takeResetRequest)]
+    pub fn take_reset_request(&self) -> Option<String> {
+        self.reset_request.take().map(str::to_string)
+    }
+}
+
 impl ChannelObject {
     /// The Worker's calls: server emits, occupancy, and the test-only rebuild and stats.
     async fn internal(&self, action: &str, channel: &str, body: &[u8]) -> worker::Result<Response> {
@@ -447,6 +467,14 @@ impl ChannelObject {
                 }
             }
         };
+        if policy.pong_auto_response {
+            // Client pongs ("3") are answered with a noop ("6") by the runtime without waking us;
+            // the alarm reads when each socket last did so. The setting outlives hibernation; it
+            // is renewed here because only now is the channel, and so its policy, known.
+            if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("3", "6") {
+                self.state.set_websocket_auto_response(&pair);
+            }
+        }
         let mut channel =
             Channel::new(key.clone(), policy, Box::new(WebCrypto)).with_batched_heartbeats();
         let next_conn = restored
@@ -470,6 +498,18 @@ impl ChannelObject {
         });
     }
 
+    /// Nothing lives in this object: no session, no request waiting, no open WebSocket.
+    fn is_empty(&self) -> bool {
+        let live_is_empty = self.live.borrow().as_ref().is_none_or(|live| {
+            live.channel.is_idle() && live.waiting.is_empty() && live.sockets.is_empty()
+        });
+        live_is_empty
+            && self.state.get_websockets().iter().all(|ws| {
+                AsRef::<worker::web_sys::WebSocket>::as_ref(ws).ready_state()
+                    != worker::web_sys::WebSocket::OPEN
+            })
+    }
+
     fn conn_of(&self, ws: &WebSocket) -> Option<ConnId> {
         self.state
             .get_tags(ws)
@@ -480,19 +520,27 @@ impl ChannelObject {
     async fn socket_gone(&self, ws: WebSocket) {
         self.wakeups.borrow_mut().websocket_closes += 1;
         self.ensure_live(None);
+        let mut closed_by_us = true;
         if let Some(conn) = self.conn_of(&ws) {
             let mut guard = self.live.borrow_mut();
             if let Some(live) = guard.as_mut() {
-                live.sockets.remove(&conn);
+                closed_by_us = live.sockets.remove(&conn).is_none();
                 live.channel.handle_ws_closed(conn, now_ms());
             }
         }
-        // Complete the closing handshake when the client started it.
-        let state = AsRef::<worker::web_sys::WebSocket>::as_ref(&ws).ready_state();
-        if state == worker::web_sys::WebSocket::OPEN {
-            let _ = ws.close(Some(1000), Some("closed"));
-        }
+        // Complete the closing handshake when the client started it. The runtime reports such a
+        // socket as CLOSING here, not OPEN; after a close of our own this is a no-op.
+        let _ = ws.close(Some(1000), Some("closed"));
         self.carry_out().await;
+        if closed_by_us && self.is_empty() {
+            // The client answered a close of ours, and nothing else lives here. If it had never
+            // sent a frame before, the runtime keeps its connection open after this close (a
+            // workerd bug, docs/edge-close.md) until the object is reset; resetting an empty
+            // object loses nothing.
+            self.reset_request.set(Some(
+                "a closed WebSocket keeps its connection until the object resets (docs/edge-close.md)",
+            ));
+        }
     }
 
     /// Carries out the channel's outputs, then points the alarm at its next timer.

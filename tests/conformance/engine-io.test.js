@@ -246,6 +246,26 @@ for (const path of [ENGINE_PATH, channelPath()]) {
         assert.equal((await poll(path, sid)).status, 400);
       });
 
+      test("polling: a poll at exactly pingInterval + pingTimeout finds the session closed", async () => {
+        // The published suites poll at this very moment. The deadline counts from when the ping
+        // was due, not from when a (possibly late) timer sent it; several sessions at once make a
+        // late timer on any of them show.
+        const sessions = await Promise.all(Array.from({ length: 8 }, () => openPolling(path)));
+        await sleep(CONF.pingInterval + CONF.pingTimeout);
+        const polls = await Promise.all(sessions.map(({ sid }) => poll(path, sid)));
+        assert.deepEqual(polls.map((p) => p.status), sessions.map(() => 400), `bodies: ${polls.map((p) => p.body).join(" | ")}`);
+      });
+
+      test("WebSocket: after each pong the next frame is the next ping, nothing in between", async (t) => {
+        // Noops are not ignored here: the protocol's ping/pong exchange has no third packet.
+        // Three rounds fit in the connect timeout of /socket.io/.
+        const { socket } = await openEngineWs(t, path, { ignoreNoop: false });
+        for (let i = 0; i < 3; i++) {
+          assert.equal(await socket.next(2000), "2", i === 0 ? "the first ping" : `the frame after pong ${i}`);
+          socket.send("3");
+        }
+      });
+
       test("WebSocket: three ping/pong rounds keep the session open", async (t) => {
         const { socket } = await openEngineWs(t, path);
         for (let i = 0; i < 3; i++) {
@@ -276,6 +296,34 @@ for (const path of [ENGINE_PATH, channelPath()]) {
         assert.equal(released.status, 200);
         assert.equal(released.body, "6");
         assert.equal((await poll(path, sid)).status, 400);
+      });
+
+      test("polling: a close POST that arrives before the GET still ends that GET with a noop", async () => {
+        // An orderly close, as engine.io does it: with no GET pending, the close waits for the next
+        // GET, which gets "6"; after that the session is gone.
+        const { sid } = await openPolling(path);
+        const closing = await push(path, sid, "1");
+        assert.equal(closing.status, 200);
+        const released = await poll(path, sid);
+        assert.equal(released.status, 200, `GET after the close answered ${released.status}: ${released.body}`);
+        assert.equal(released.body, "6");
+        assert.equal((await poll(path, sid)).status, 400);
+      });
+
+      test("polling: GET and close POST sent at the same time: the GET gets '6', then the session is gone", async () => {
+        // The published suites' "forcefully closes the session": which request reaches the server
+        // first must not matter. Several sessions at once, so both orders happen.
+        const sessions = await Promise.all(Array.from({ length: 8 }, () => openPolling(path)));
+        const results = await Promise.all(
+          sessions.map(({ sid }) => Promise.all([poll(path, sid), push(path, sid, "1")])),
+        );
+        for (const [released, closing] of results) {
+          assert.equal(closing.status, 200);
+          assert.equal(released.status, 200, `GET answered ${released.status}: ${released.body}`);
+          assert.equal(released.body, "6");
+        }
+        const after = await Promise.all(sessions.map(({ sid }) => poll(path, sid)));
+        assert.deepEqual(after.map((p) => p.status), sessions.map(() => 400));
       });
 
       test("WebSocket: sending '1' makes the server close the connection", async (t) => {
@@ -319,6 +367,30 @@ for (const path of [ENGINE_PATH, channelPath()]) {
         ws.send("5");
         await sleep(100);
         assert.equal((await poll(path, sid)).status, 400);
+        await assertSessionWorksOverWs(path, ws);
+      });
+
+      test("a poll sent right after the upgrade packet is refused", async (t) => {
+        // No pause between "5" and the GET, as in the published suites: the GET must not be
+        // answered as part of the upgrade.
+        const { sid, ws } = await upgrade(t);
+        ws.send("5");
+        const polled = await poll(path, sid);
+        assert.equal(polled.status, 400, `GET answered ${polled.status}: ${polled.body}`);
+        await assertSessionWorksOverWs(path, ws);
+      });
+
+      test("a second WebSocket with the same sid, right after the upgrade, is accepted and then closed", async (t) => {
+        // engine.io completes the second handshake (101) and closes that socket; a client that
+        // sees an HTTP error instead reports an error event, which a plain `ws` user does not
+        // expect.
+        const { sid, ws } = await upgrade(t);
+        ws.send("5");
+        const second = rawSocket(t, wsUrl(path, { sid }), { autoPong: true });
+        await second.open();
+        await second.closed();
+        assert.equal(second.error, null, `the second WebSocket saw an error: ${second.error?.message}`);
+        assert.deepEqual(second.queue, [], "the second WebSocket got no Engine.IO packets");
         await assertSessionWorksOverWs(path, ws);
       });
 

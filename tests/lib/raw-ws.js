@@ -37,26 +37,15 @@ export class RawSocket {
       this.ws.once("close", () => reject(new Error(`WebSocket ${url} closed before opening (${this.error?.message ?? "no error"})`)));
     });
     this.opened.catch(() => {}); // only an error when someone awaits it
-    this.clientClosing = false;
     this.closedPromise = new Promise((resolve) => {
-      const finish = (code, reason) => {
-        if (this.closeInfo) return;
-        clearInterval(this.closeWatch);
-        this.closeInfo = { code, reason: String(reason), wasOpen: this.isOpen };
+      // `ws` reports the close once the TCP connection is gone, as every client that waits for the
+      // server to end the connection sees it. A close frame alone is not a close: a server that
+      // sends one and keeps the connection open leaves a real client hanging.
+      this.ws.once("close", (code, reason) => {
+        this.closeInfo = { code, reason: reason.toString(), wasOpen: this.isOpen };
         for (const waiter of this.waiters.splice(0)) waiter.reject(new Error(`connection closed (code ${code}) while waiting for a message`));
         resolve(this.closeInfo);
-      };
-      this.ws.once("close", (code, reason) => finish(code, reason.toString()));
-      // The server's close frame is the server closing. `ws` only reports it once the TCP
-      // connection is gone, and workerd (Durable Objects) finishes that teardown late when the
-      // close comes from an alarm; browsers give up waiting after ~2 s. CLOSING without our own
-      // close() call means the close frame arrived.
-      this.closeWatch = setInterval(() => {
-        if (this.ws.readyState === WebSocket.CLOSING && !this.clientClosing) {
-          finish(this.ws._closeCode ?? 1005, "close frame received");
-          this.ws.terminate();
-        }
-      }, 20);
+      });
     });
     // e.g. "Unexpected server response: 404": recorded, the close follows.
     this.ws.on("error", (err) => {
@@ -139,7 +128,6 @@ export class RawSocket {
 
   /** Abrupt close, used for cleanup: never waits on the peer. */
   terminate() {
-    clearInterval(this.closeWatch);
     if (!this.closeInfo) this.ws.terminate();
   }
 }
@@ -168,8 +156,8 @@ export function parseOpen(frame) {
  * Opens a WebSocket-only Engine.IO session on `path` and reads the handshake.
  * Returns { socket, handshake }.
  */
-export async function openEngineWs(t, path, { autoPong = false, base = BASE_URL, params } = {}) {
-  const socket = rawSocket(t, wsUrl(path, params, base), { autoPong });
+export async function openEngineWs(t, path, { autoPong = false, ignoreNoop = true, base = BASE_URL, params } = {}) {
+  const socket = rawSocket(t, wsUrl(path, params, base), { autoPong, ignoreNoop });
   const handshake = parseOpen(await socket.next());
   return { socket, handshake };
 }

@@ -80,6 +80,17 @@ pub trait RandomSource: Send {
 /// How long a polling client may take to finish an upgrade to WebSocket once it opened the probe.
 pub const UPGRADE_TIMEOUT_MS: u64 = 10_000;
 
+/// How long a GET that arrives after the upgrade probe waits before its noop. A client that sent
+/// the probe pauses polling, so such a GET either raced the probe (it gets its noop a little later,
+/// as engine.io's 100 ms upgrade check gives it) or raced the upgrade packet on another connection
+/// (the upgrade completes meanwhile and the GET is refused, as if it had arrived after it).
+pub const UPGRADE_NOOP_DELAY_MS: u64 = 100;
+
+/// How long a polling session closed by its client, with no GET waiting, keeps an answer for the
+/// GET that may still be on its way: that GET gets a noop ("6"), as engine.io's orderly close does,
+/// instead of racing the close.
+pub const ORDERLY_CLOSE_GRACE_MS: u64 = 2_000;
+
 /// What the host must do next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -107,6 +118,16 @@ pub enum Output {
     /// A server emit made with [`Channel::emit_with_ack`] will never be answered: it timed out or the
     /// socket went away.
     AckUnanswered { token: u64 },
+}
+
+/// The answer to [`Channel::check_ws_open`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsAdmission {
+    /// Complete the handshake and hand the socket to [`Channel::handle_ws_open`].
+    Accept,
+    /// Complete the handshake, then close the socket with this code and reason; the channel never
+    /// sees it.
+    AcceptAndClose { code: u16, reason: &'static str },
 }
 
 /// Why a session ended. Hosts may log it; clients see the matching close or disconnect.
@@ -198,6 +219,9 @@ pub struct Channel {
     websockets: FastMap<ConnId, String>,
     /// Held polling GET → sid.
     held_polls: FastMap<ConnId, String>,
+    /// Polling sessions their client closed while no GET was waiting: sid → until when the next GET
+    /// is answered with a noop (see [`ORDERLY_CLOSE_GRACE_MS`]).
+    closing_polls: FastMap<String, u64>,
     namespaces: BTreeMap<String, Namespace>,
     /// (deadline, sid); entries go stale when a session's deadline moves and are skipped then.
     timers: BinaryHeap<Reverse<(u64, String)>>,
@@ -254,6 +278,7 @@ impl Channel {
             sessions: FastMap::default(),
             websockets: FastMap::default(),
             held_polls: FastMap::default(),
+            closing_polls: FastMap::default(),
             namespaces: BTreeMap::new(),
             timers: BinaryHeap::new(),
             outputs: VecDeque::new(),
@@ -265,8 +290,9 @@ impl Channel {
 
     /// Pings all WebSocket sessions together, once per ping interval, instead of each on its own
     /// schedule. A host that pays for every wake-up (a Durable Object) then wakes once per interval
-    /// whatever the number of sockets. A session that has not answered the previous round's ping by
-    /// the next round is closed, so a dead socket is found within two intervals. Pongs may be
+    /// whatever the number of sockets. A session is closed at the first round after its oldest
+    /// unanswered ping's answer time (the ping timeout) ran out, so a dead socket is found within
+    /// one interval of its deadline. Pongs may be
     /// reported without a message, from a timestamp the host observed ([`Channel::handle_pong_seen`]).
     /// Polling sessions keep their own precise timers (they keep the host awake anyway).
     pub fn with_batched_heartbeats(mut self) -> Channel {
@@ -421,7 +447,7 @@ impl Channel {
 
     /// True when nothing is open or pending: the host may drop the channel.
     pub fn is_idle(&self) -> bool {
-        self.sessions.is_empty() && self.outputs.is_empty()
+        self.sessions.is_empty() && self.outputs.is_empty() && self.closing_polls.is_empty()
     }
 
     /// The snapshot of the session carried by WebSocket `conn`, if it is an active one.
@@ -464,6 +490,9 @@ impl Channel {
         if key == PING_ROUND_KEY {
             return self.ping_round == Some(deadline);
         }
+        if self.closing_polls.get(key) == Some(&deadline) {
+            return true;
+        }
         self.sessions
             .get(key)
             .is_some_and(|session| session.next_deadline() == Some(deadline))
@@ -484,7 +513,7 @@ impl Channel {
             }
             if key == PING_ROUND_KEY {
                 self.run_ping_round(now);
-            } else {
+            } else if self.closing_polls.remove(&key).is_none() {
                 self.run_session_timers(&key, now);
             }
         }
@@ -500,15 +529,22 @@ impl Channel {
             .map(|session| session.sid.clone())
             .collect();
         let ping = self.ping.clone();
+        let ping_timeout = self.policy.ping_timeout_ms;
         for sid in &websocket_sids {
             let Some(session) = self.sessions.get_mut(sid) else {
                 continue;
             };
-            if session.awaiting_pong_since.is_some() {
-                self.close_session(sid, CloseReason::PingTimeout);
-                continue;
+            match session.awaiting_pong_since {
+                // The oldest unanswered ping is past its answer time.
+                Some(since) if now >= since.saturating_add(ping_timeout) => {
+                    self.close_session(sid, CloseReason::PingTimeout);
+                    continue;
+                }
+                // Still within its answer time (a ping timeout longer than the interval): ping
+                // again; an answer to either ping counts.
+                Some(_) => {}
+                None => session.awaiting_pong_since = Some(now),
             }
-            session.awaiting_pong_since = Some(now);
             self.deliver(sid, &ping);
         }
         self.schedule_ping_round(now);
@@ -561,6 +597,9 @@ impl Channel {
         }
     }
 
+    /// Runs whatever is due for one session at `now`. Deadlines count from when the event was due,
+    /// not from when a (possibly late) timer fired: a ping due at T must be answered by
+    /// T + ping timeout, so a late ping whose answer time has passed too ends the session at once.
     fn run_session_timers(&mut self, sid: &str, now: u64) {
         let Some(session) = self.sessions.get_mut(sid) else {
             return;
@@ -569,15 +608,34 @@ impl Channel {
             self.close_session(sid, CloseReason::ConnectTimeout);
             return;
         }
+        if let Some(ping_due) = session.next_ping_at.filter(|at| *at <= now) {
+            session.next_ping_at = None;
+            session.pong_deadline = Some(ping_due + self.policy.ping_timeout_ms);
+            let ping = self.ping.clone();
+            self.deliver(sid, &ping);
+        }
+        let Some(session) = self.sessions.get_mut(sid) else {
+            return;
+        };
         if session.pong_deadline.is_some_and(|at| at <= now) {
             self.close_session(sid, CloseReason::PingTimeout);
             return;
         }
         let expired = session.take_expired_acks(now);
-        let upgrade_expired = match session.transport {
+        let mut noop_due = false;
+        let upgrade_expired = match &mut session.transport {
             Transport::Upgrading {
-                probe, deadline, ..
-            } if deadline <= now => Some(probe),
+                probe,
+                deadline,
+                noop_at,
+                ..
+            } => {
+                if noop_at.is_some_and(|at| at <= now) {
+                    *noop_at = None;
+                    noop_due = true;
+                }
+                (*deadline <= now).then_some(*probe)
+            }
             _ => None,
         };
         self.outputs.extend(
@@ -588,17 +646,25 @@ impl Channel {
         if let Some(probe) = upgrade_expired {
             self.push_close(probe, CloseReason::ProtocolError);
             self.abandon_upgrade(sid, probe);
-        }
-        let Some(session) = self.sessions.get_mut(sid) else {
-            return;
-        };
-        if session.next_ping_at.is_some_and(|at| at <= now) {
-            session.next_ping_at = None;
-            session.pong_deadline = Some(now + self.policy.ping_timeout_ms);
-            let ping = self.ping.clone();
-            self.deliver(sid, &ping);
+        } else if noop_due {
+            self.flush_polling(sid);
         }
         self.schedule(sid);
+    }
+
+    /// Before an input for session `sid` is handled at `now`, runs what was already due for it, so
+    /// the input sees the session as it is at `now` whatever the host's timer precision. Returns
+    /// whether the session is still open.
+    fn catch_up(&mut self, sid: &str, now: u64) -> bool {
+        let due = self
+            .sessions
+            .get(sid)
+            .and_then(|session| session.next_deadline())
+            .is_some_and(|deadline| deadline <= now);
+        if due {
+            self.run_session_timers(sid, now);
+        }
+        self.sessions.contains_key(sid)
     }
 
     /// Puts the session's next deadline on the timer heap.
@@ -637,8 +703,19 @@ impl Channel {
             }
             return;
         };
+        if !self.catch_up(sid, now) {
+            if method == Method::Get && self.closing_polls.remove(sid).is_some() {
+                // The GET that raced its client's close: end it as engine.io's orderly close does.
+                self.respond(
+                    request,
+                    HttpResponse::text(200, Bytes::from_static(b"6")).with_headers(cors),
+                );
+            } else {
+                self.respond_error(request, EngineError::UnknownSid, cors);
+            }
+            return;
+        }
         let Some(session) = self.sessions.get_mut(sid) else {
-            self.respond_error(request, EngineError::UnknownSid, cors);
             return;
         };
         let sid = sid.to_string();
@@ -660,8 +737,18 @@ impl Channel {
                     return;
                 }
                 *held = Some((request, cors));
+                if let Transport::Upgrading {
+                    probed: true,
+                    noop_at,
+                    ..
+                } = &mut session.transport
+                    && session.poll_queue.is_empty()
+                {
+                    *noop_at = Some(now + UPGRADE_NOOP_DELAY_MS);
+                }
                 self.held_polls.insert(request, sid.clone());
                 self.flush_polling(&sid);
+                self.schedule(&sid);
             }
             Method::Post => {
                 if matches!(session.transport, Transport::WebSocket { .. }) {
@@ -752,11 +839,14 @@ impl Channel {
         let Some(session) = self.sessions.get_mut(sid) else {
             return;
         };
-        let (held_get, probed) = match &mut session.transport {
+        let (held_get, noop_now) = match &mut session.transport {
             Transport::Polling { held_get } => (held_get, false),
             Transport::Upgrading {
-                held_get, probed, ..
-            } => (held_get, *probed),
+                held_get,
+                probed,
+                noop_at,
+                ..
+            } => (held_get, *probed && noop_at.is_none()),
             Transport::WebSocket { .. } => return,
         };
         if held_get.is_none() {
@@ -768,7 +858,7 @@ impl Channel {
             );
             session.poll_queue.clear();
             body
-        } else if probed {
+        } else if noop_now {
             // An upgrade is under way: end the poll cleanly so the client can switch.
             Bytes::from_static(b"6")
         } else {
@@ -809,6 +899,7 @@ impl Channel {
                     probe: conn,
                     probed: false,
                     deadline: now + UPGRADE_TIMEOUT_MS,
+                    noop_at: None,
                 };
                 self.websockets.insert(conn, sid.to_string());
                 self.schedule(sid);
@@ -820,17 +911,21 @@ impl Channel {
         }
     }
 
-    /// Whether [`Channel::handle_ws_open`] would accept a WebSocket with this `sid`, so a host can
-    /// refuse the upgrade with an HTTP error instead of accepting and closing at once. `None` for the
-    /// error is acceptance.
-    pub fn check_ws_open(&self, sid: Option<&str>) -> Option<EngineError> {
-        let sid = sid?;
+    /// What becomes of a WebSocket handshake with this `sid`, asked before the host answers it: an
+    /// unknown session is refused with an HTTP error, as engine.io does. A session that already
+    /// has its WebSocket (or a probe) gets the handshake completed and the new socket closed at
+    /// once, again as engine.io does; a host that cannot close a socket promptly once it is
+    /// handed to the channel (a Durable Object's hibernatable sockets) closes it itself.
+    pub fn check_ws_open(&self, sid: Option<&str>) -> Result<WsAdmission, EngineError> {
+        let Some(sid) = sid else {
+            return Ok(WsAdmission::Accept);
+        };
         match self.sessions.get(sid).map(|session| &session.transport) {
-            None => Some(EngineError::UnknownSid),
-            Some(Transport::Polling { .. }) => None,
-            // One WebSocket per session.
+            None => Err(EngineError::UnknownSid),
+            Some(Transport::Polling { .. }) => Ok(WsAdmission::Accept),
             Some(Transport::Upgrading { .. } | Transport::WebSocket { .. }) => {
-                Some(EngineError::BadRequest)
+                let (code, reason) = CloseReason::ProtocolError.close_code();
+                Ok(WsAdmission::AcceptAndClose { code, reason })
             }
         }
     }
@@ -840,6 +935,9 @@ impl Channel {
         let Some((sid, via)) = self.websocket_session(conn) else {
             return;
         };
+        if !self.catch_up(&sid, now) {
+            return;
+        }
         if text.len() as u64 > self.policy.max_payload {
             self.close_on(&sid, via, CloseReason::PayloadTooLarge);
             return;
@@ -855,6 +953,9 @@ impl Channel {
         let Some((sid, via)) = self.websocket_session(conn) else {
             return;
         };
+        if !self.catch_up(&sid, now) {
+            return;
+        }
         if bytes.len() as u64 > self.policy.max_payload {
             self.close_on(&sid, via, CloseReason::PayloadTooLarge);
             return;
@@ -949,7 +1050,7 @@ impl Channel {
                 }
                 self.schedule(sid);
             }
-            P::Close => self.close_session(sid, CloseReason::ClientClose),
+            P::Close => self.client_close(sid, now),
             P::Message(text) => match self.behaviour.engine_layer() {
                 EngineLayer::Echo => {
                     let frames: Frames = Arc::from(vec![P::Message(text).to_frame()]);
@@ -991,11 +1092,10 @@ impl Channel {
         session.transport = Transport::WebSocket { conn: probe };
         let queued = std::mem::take(&mut session.poll_queue);
         if let Some((request, cors)) = held_get {
+            // The probe already ended the GET waiting then; this one came after it and raced the
+            // upgrade packet: refuse it as a GET after the upgrade.
             self.held_polls.remove(&request);
-            self.respond(
-                request,
-                HttpResponse::text(200, Bytes::from_static(b"6")).with_headers(cors),
-            );
+            self.respond_error(request, EngineError::BadRequest, cors);
         }
         for frames in queued {
             self.outputs.push_back(Output::Transmit {
@@ -1578,7 +1678,9 @@ impl Channel {
     // Sessions
 
     fn new_session(&mut self, transport: Transport, now: u64) -> String {
-        let sid = self.new_id(|channel, id| channel.sessions.contains_key(id));
+        let sid = self.new_id(|channel, id| {
+            channel.sessions.contains_key(id) || channel.closing_polls.contains_key(id)
+        });
         let mut session = Session::new(sid.clone(), transport, now);
         if self.behaviour.engine_layer() == EngineLayer::SocketIo {
             session.connect_deadline = Some(now + self.policy.connect_timeout_ms);
@@ -1636,6 +1738,22 @@ impl Channel {
         {
             self.outputs
                 .push_back(Output::SessionChanged { conn: *conn });
+        }
+    }
+
+    /// The client sent a close packet. A polling session with no GET waiting keeps, for a short
+    /// grace, the answer of the GET that may still be on its way (engine.io's orderly close);
+    /// everything else about the session ends now.
+    fn client_close(&mut self, sid: &str, now: u64) {
+        let orderly = matches!(
+            self.sessions.get(sid).map(|session| &session.transport),
+            Some(Transport::Polling { held_get: None })
+        );
+        self.close_session(sid, CloseReason::ClientClose);
+        if orderly {
+            let until = now + ORDERLY_CLOSE_GRACE_MS;
+            self.closing_polls.insert(sid.to_string(), until);
+            self.timers.push(Reverse((until, sid.to_string())));
         }
     }
 

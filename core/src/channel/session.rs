@@ -27,6 +27,9 @@ pub(super) enum Transport {
         /// The probe ping was answered; polls now end with a noop.
         probed: bool,
         deadline: u64,
+        /// When the GET that arrived after the probe gets its noop (see
+        /// [`super::UPGRADE_NOOP_DELAY_MS`]).
+        noop_at: Option<u64>,
     },
     WebSocket {
         conn: ConnId,
@@ -202,9 +205,11 @@ impl Session {
 
     /// The earliest moment something must happen to this session.
     pub fn next_deadline(&self) -> Option<u64> {
-        let upgrade = match self.transport {
-            Transport::Upgrading { deadline, .. } => Some(deadline),
-            _ => None,
+        let (upgrade, upgrade_noop) = match self.transport {
+            Transport::Upgrading {
+                deadline, noop_at, ..
+            } => (Some(deadline), noop_at),
+            _ => (None, None),
         };
         let acks = self
             .sockets
@@ -216,6 +221,7 @@ impl Session {
             self.pong_deadline,
             self.connect_deadline,
             upgrade,
+            upgrade_noop,
             acks,
         ]
         .into_iter()

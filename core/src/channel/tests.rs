@@ -95,14 +95,18 @@ impl Harness {
         self.channel.handle_ws_text(conn, text, self.now);
     }
 
+    /// Moves the clock forward by `ms`, firing each timer at its own deadline, in order, as a
+    /// punctual host would.
     fn advance(&mut self, ms: u64) {
-        self.now += ms;
+        let target = self.now + ms;
         while let Some(deadline) = self.channel.poll_timeout() {
-            if deadline > self.now {
+            if deadline > target {
                 break;
             }
+            self.now = self.now.max(deadline);
             self.channel.handle_timeout(self.now);
         }
+        self.now = target;
     }
 
     /// A server emit to the whole namespace `/`; returns how many sockets it reached.
@@ -441,6 +445,66 @@ fn heartbeat_pings_and_times_out() {
 }
 
 #[test]
+fn heartbeat_deadlines_count_from_when_the_ping_was_due() {
+    let mut h = Harness::relay(RelayMode::All);
+    let sid = h.open_polling(1);
+    h.post(2, &sid, "40");
+    h.outputs();
+    // The host's timer fires 150 ms late: the ping goes out, but the answer is still due at
+    // 300 + 200 ms after the handshake, not 200 ms after the late timer.
+    h.now += 450;
+    h.channel.handle_timeout(h.now);
+    assert_eq!(h.channel.poll_timeout(), Some(1_000 + 500));
+    // A GET at exactly that moment finds the session gone, even before the host's timer runs.
+    h.now = 1_000 + 500;
+    h.get(3, &sid);
+    assert_eq!(response_to(&h.outputs(), 3).unwrap().status, 400);
+    assert_eq!(h.channel.session_count(), 0);
+
+    // No timer ran at all: an input after both deadlines still sees the session as closed.
+    let sid = h.open_polling(4);
+    h.now += 500;
+    h.get(5, &sid);
+    assert_eq!(response_to(&h.outputs(), 5).unwrap().status, 400);
+
+    // Over WebSocket too: a pong that arrives after the deadline does not save the session.
+    h.connect(6, "/");
+    h.outputs();
+    h.now += 500;
+    h.text(6, "3");
+    assert_eq!(closed(&h.outputs(), 6), Some(1000));
+}
+
+#[test]
+fn a_client_close_with_no_get_waiting_is_orderly() {
+    let mut h = Harness::relay(RelayMode::All);
+    let sid = h.open_polling(1);
+    h.post(2, &sid, "40");
+    h.outputs();
+    h.post(3, &sid, "1");
+    assert_eq!(response_to(&h.outputs(), 3).unwrap().status, 200);
+    // The socket is gone at once; only the answer to the racing GET is kept.
+    assert_eq!(h.channel.session_count(), 0);
+    assert_eq!(h.channel.socket_count("/"), 0);
+    h.get(4, &sid);
+    let released = response_to(&h.outputs(), 4).unwrap();
+    assert_eq!((released.status, body(&released)), (200, "6".to_string()));
+    h.get(5, &sid);
+    assert_eq!(response_to(&h.outputs(), 5).unwrap().status, 400);
+    assert!(h.channel.is_idle());
+
+    // Kept only for a grace period.
+    let sid = h.open_polling(6);
+    h.post(7, &sid, "1");
+    assert!(!h.channel.is_idle());
+    h.advance(ORDERLY_CLOSE_GRACE_MS);
+    h.outputs();
+    assert!(h.channel.is_idle());
+    h.get(8, &sid);
+    assert_eq!(response_to(&h.outputs(), 8).unwrap().status, 400);
+}
+
+#[test]
 fn connect_timeout_closes_silent_sessions() {
     let mut h = Harness::relay(RelayMode::All);
     h.open_ws(1);
@@ -568,6 +632,68 @@ fn upgrade_from_polling_to_websocket() {
 }
 
 #[test]
+fn a_get_racing_the_upgrade_packet_is_refused_and_one_racing_the_probe_gets_a_noop() {
+    let mut h = Harness::relay(RelayMode::All);
+    let sid = h.open_polling(1);
+    h.post(2, &sid, "40");
+    h.get(3, &sid);
+    h.outputs();
+    h.channel.handle_ws_open(100, Some(&sid), h.now);
+    h.text(100, "2probe");
+    h.outputs();
+    // A GET that reaches the channel after the probe but before the client's "5", which it sent
+    // first on the other connection, is held rather than answered...
+    h.get(4, &sid);
+    assert!(response_to(&h.outputs(), 4).is_none());
+    // ...and refused once the upgrade completes: to the client it came after the upgrade.
+    h.text(100, "5");
+    assert_eq!(response_to(&h.outputs(), 4).unwrap().status, 400);
+
+    // A GET that raced the probe itself gets its noop shortly after, so the client can pause.
+    let sid = h.open_polling(10);
+    h.post(11, &sid, "40");
+    h.get(12, &sid);
+    h.outputs();
+    h.channel.handle_ws_open(200, Some(&sid), h.now);
+    h.text(200, "2probe");
+    h.outputs();
+    h.get(13, &sid);
+    h.advance(UPGRADE_NOOP_DELAY_MS - 1);
+    assert!(response_to(&h.outputs(), 13).is_none());
+    h.advance(1);
+    assert_eq!(body(&response_to(&h.outputs(), 13).unwrap()), "6");
+    // Data waiting for it goes out at once, noop or not.
+    h.get(14, &sid);
+    h.emit_to_all(json!(["now"]));
+    assert_eq!(
+        body(&response_to(&h.outputs(), 14).unwrap()),
+        r#"42["now"]"#
+    );
+}
+
+#[test]
+fn a_second_websocket_for_a_session_is_accepted_then_closed() {
+    let mut h = Harness::relay(RelayMode::All);
+    assert_eq!(
+        h.channel.check_ws_open(Some("nobody")),
+        Err(EngineError::UnknownSid)
+    );
+    let sid = h.open_polling(1);
+    // Upgrading or upgraded, a second socket for the session gets a handshake and a close, not an
+    // HTTP error (engine.io does the same), and the first goes on.
+    assert_eq!(h.channel.check_ws_open(Some(&sid)), Ok(WsAdmission::Accept));
+    h.channel.handle_ws_open(100, Some(&sid), h.now);
+    assert!(matches!(
+        h.channel.check_ws_open(Some(&sid)),
+        Ok(WsAdmission::AcceptAndClose { code: 1002, .. })
+    ));
+    h.channel.handle_ws_open(101, Some(&sid), h.now);
+    assert!(closed(&h.outputs(), 101).is_some());
+    h.text(100, "2probe");
+    assert_eq!(texts(&h.outputs(), 100), vec!["3probe"]);
+}
+
+#[test]
 fn bad_input_closes_only_the_offender() {
     let cases: &[&str] = &[
         "abc",
@@ -616,10 +742,12 @@ fn engine_echo_returns_every_message() {
     let frames = frames_to(&h.outputs(), 1);
     assert_eq!(frames[0].as_text(), Some("4hello"));
     assert_eq!(frames[1], WireFrame::binary(Bytes::from_static(&[1, 2])));
-    // No Socket.IO layer, so no connect timeout.
-    h.advance(300);
-    h.text(1, "3");
-    h.advance(900);
+    // No Socket.IO layer, so no connect timeout: answered pings keep it open past it.
+    for _ in 0..3 {
+        h.advance(300);
+        h.text(1, "3");
+    }
+    h.advance(200);
     assert_eq!(h.channel.session_count(), 1);
 }
 
@@ -838,6 +966,48 @@ fn batched_heartbeats_wake_once_per_interval_for_all_websockets() {
 }
 
 #[test]
+fn batched_heartbeats_give_each_ping_its_full_answer_time() {
+    // A ping timeout longer than the interval (80 ms rounds, 1 s to answer): a pong that is late
+    // for one round is not a dead socket; one missing for the whole answer time is.
+    let mut policy = (*policy(BehaviourKind::Relay, RelayMode::All)).clone();
+    policy.ping_interval_ms = 80;
+    policy.ping_timeout_ms = 1_000;
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel = Channel::new("test", Arc::new(policy), Box::new(SequenceRandom::new(3)))
+        .with_batched_heartbeats();
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.outputs();
+    h.advance(80);
+    let first_ping = h.now;
+    h.outputs();
+    // Socket 1 misses a few rounds, then answers; it is pinged again meanwhile.
+    for _ in 0..5 {
+        h.channel.handle_pong_seen(2, h.now + 1);
+        h.advance(80);
+        assert_eq!(texts(&h.outputs(), 1), vec!["2"]);
+    }
+    h.channel.handle_pong_seen(1, h.now + 1);
+    h.channel.handle_pong_seen(2, h.now + 1);
+    h.advance(80);
+    assert_eq!(h.channel.session_count(), 2);
+    // Socket 2 stops answering: it goes at the first round past its oldest ping's answer time.
+    let unanswered = h.now;
+    while h.now < unanswered + 1_000 {
+        h.channel.handle_pong_seen(1, h.now + 1);
+        assert_eq!(
+            h.channel.session_count(),
+            2,
+            "closed at {}",
+            h.now - first_ping
+        );
+        h.advance(80);
+    }
+    assert_eq!(h.channel.session_count(), 1);
+    assert!(closed(&h.outputs(), 2).is_some());
+}
+
+#[test]
 fn batched_heartbeats_keep_polling_sessions_precise() {
     let mut h = Harness::relay(RelayMode::All);
     h.channel = Channel::new(
@@ -912,6 +1082,8 @@ fn private_channels_admit_only_valid_tokens() {
 fn rate_limits_drop_the_excess_of_one_socket_only() {
     let mut h = Harness::relay_with(RelayMode::Others, |policy| {
         policy.events_per_second = Some(3);
+        // The clock jumps below; no heartbeat falls due meanwhile.
+        policy.ping_interval_ms = 60_000;
     });
     h.connect(1, "/");
     h.connect(2, "/");
