@@ -7,6 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -20,6 +21,7 @@ use switchboard_core::channel::{
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::http::{self as core_http, HttpResponse, Method, Route, TransportKind};
 use wasm_bindgen::prelude::*;
+use worker::wasm_bindgen_futures;
 use worker::worker_sys::ext::WebSocketExt;
 use worker::{
     DurableObject, Env, Headers, Request, Response, State, WebSocket, WebSocketIncomingMessage,
@@ -47,6 +49,27 @@ extern "C" {
         this: &StateExtras,
         ws: &worker::web_sys::WebSocket,
     ) -> Result<JsValue, JsValue>;
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `DurableObjectStorage.setAlarm(time, options)`, which the `worker` crate binds only through
+    /// a serde bridge the edge otherwise does without.
+    #[wasm_bindgen(extends = js_sys::Object)]
+    type StorageExtras;
+
+    #[wasm_bindgen(method, js_name = setAlarm)]
+    fn set_alarm(this: &StorageExtras, scheduled_time: f64, options: &JsValue) -> js_sys::Promise;
+}
+
+/// The options of a storage write that holds nothing up: outgoing messages need not wait for its
+/// confirmation (`allowUnconfirmed`), and other events, timers included, need not wait for it to
+/// finish (`allowConcurrency`). Local storage writes have been seen to take half a second here.
+fn unconfirmed_write() -> JsValue {
+    let options = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&options, &"allowUnconfirmed".into(), &JsValue::TRUE);
+    let _ = js_sys::Reflect::set(&options, &"allowConcurrency".into(), &JsValue::TRUE);
+    options.into()
 }
 
 #[wasm_bindgen]
@@ -109,8 +132,9 @@ pub struct ChannelObject {
     state: State,
     env: Env,
     live: RefCell<Option<Live>>,
-    /// The alarm last requested, so unchanged deadlines cost no storage call.
-    alarm_at: Cell<Option<u64>>,
+    /// The alarm last requested, so unchanged deadlines cost no storage call. Shared with the
+    /// write in flight, which forgets it if the write fails.
+    alarm_at: Rc<Cell<Option<u64>>>,
     /// Set when the object should be reset once the current handler returns (see
     /// [`ChannelObject::take_reset_request`]).
     reset_request: Cell<Option<&'static str>>,
@@ -133,7 +157,7 @@ impl DurableObject for ChannelObject {
             state,
             env,
             live: RefCell::new(None),
-            alarm_at: Cell::new(None),
+            alarm_at: Rc::new(Cell::new(None)),
             reset_request: Cell::new(None),
             wakeups: RefCell::new(Wakeups::default()),
         }
@@ -198,7 +222,7 @@ impl DurableObject for ChannelObject {
                     live.channel.handle_ws_open(conn, query.sid.as_deref(), now);
                     Response::from_websocket(pair.client)
                 };
-                self.carry_out().await;
+                self.carry_out();
                 response
             }
             TransportKind::Polling => {
@@ -252,8 +276,11 @@ impl DurableObject for ChannelObject {
                         ),
                     }
                 }
-                self.carry_out().await;
-                match answer.await {
+                self.carry_out();
+                let answered = self.wait_for_answer(answer).await;
+                // This request no longer drives the timers: the alarm may have to.
+                self.carry_out();
+                match answered {
                     Ok(response) => to_worker_response(response),
                     Err(_) => to_worker_response(HttpResponse::text(503, "channel restarted")),
                 }
@@ -286,7 +313,7 @@ impl DurableObject for ChannelObject {
                 }
             }
         }
-        self.carry_out().await;
+        self.carry_out();
         Ok(())
     }
 
@@ -310,22 +337,8 @@ impl DurableObject for ChannelObject {
         self.wakeups.borrow_mut().alarms += 1;
         self.alarm_at.set(None);
         self.ensure_live(None);
-        {
-            let mut guard = self.live.borrow_mut();
-            if let Some(live) = guard.as_mut() {
-                // Pongs answered by the runtime since the last round count as answers.
-                let extras: &StateExtras = self.state.as_raw().unchecked_ref();
-                for (conn, ws) in &live.sockets {
-                    if let Ok(value) = extras.get_websocket_auto_response_timestamp(ws.as_ref())
-                        && let Some(date) = value.dyn_ref::<js_sys::Date>()
-                    {
-                        live.channel.handle_pong_seen(*conn, date.get_time() as u64);
-                    }
-                }
-                live.channel.handle_timeout(now_ms());
-            }
-        }
-        self.carry_out().await;
+        self.run_due_timers();
+        self.carry_out();
         Response::empty()
     }
 }
@@ -362,7 +375,7 @@ impl ChannelObject {
                         None => Ok(0),
                     }
                 };
-                self.carry_out().await;
+                self.carry_out();
                 match result {
                     Ok(delivered) => json(serde_json::json!({ "delivered": delivered })),
                     Err(error) => to_worker_response(HttpResponse::json(
@@ -391,7 +404,7 @@ impl ChannelObject {
                     .borrow()
                     .as_ref()
                     .map_or(0, |live| live.channel.session_count());
-                self.carry_out().await;
+                self.carry_out();
                 json(serde_json::json!({ "rebuilt_sessions": sessions }))
             }
             "stats" => {
@@ -498,6 +511,54 @@ impl ChannelObject {
         });
     }
 
+    /// Runs the channel's timers that are due, after telling it which pongs the runtime answered
+    /// for us since the last round.
+    fn run_due_timers(&self) {
+        let mut guard = self.live.borrow_mut();
+        let Some(live) = guard.as_mut() else {
+            return;
+        };
+        let extras: &StateExtras = self.state.as_raw().unchecked_ref();
+        for (conn, ws) in &live.sockets {
+            if let Ok(value) = extras.get_websocket_auto_response_timestamp(ws.as_ref())
+                && let Some(date) = value.dyn_ref::<js_sys::Date>()
+            {
+                live.channel.handle_pong_seen(*conn, date.get_time() as u64);
+            }
+        }
+        live.channel.handle_timeout(now_ms());
+    }
+
+    /// Waits for the answer to a held polling request. The request keeps the object awake, so
+    /// meanwhile the channel's timers run on time from here, on a JavaScript timer, rather than on
+    /// the alarm alone, which the runtime may deliver tens of milliseconds late (enough to miss
+    /// a 200 ms ping timeout or a 1 s connect timeout by the protocol's own clock).
+    async fn wait_for_answer(
+        &self,
+        mut answer: oneshot::Receiver<HttpResponse>,
+    ) -> Result<HttpResponse, oneshot::Canceled> {
+        use futures_util::future::{Either, select};
+        loop {
+            let next_timer = self
+                .live
+                .borrow_mut()
+                .as_mut()
+                .and_then(|live| live.channel.poll_timeout());
+            let Some(at) = next_timer else {
+                return answer.await;
+            };
+            let delay = worker::Delay::from(Duration::from_millis(at.saturating_sub(now_ms())));
+            match select(answer, delay).await {
+                Either::Left((response, _)) => return response,
+                Either::Right(((), pending)) => {
+                    answer = pending;
+                    self.run_due_timers();
+                    self.carry_out();
+                }
+            }
+        }
+    }
+
     /// Nothing lives in this object: no session, no request waiting, no open WebSocket.
     fn is_empty(&self) -> bool {
         let live_is_empty = self.live.borrow().as_ref().is_none_or(|live| {
@@ -531,7 +592,7 @@ impl ChannelObject {
         // Complete the closing handshake when the client started it. The runtime reports such a
         // socket as CLOSING here, not OPEN; after a close of our own this is a no-op.
         let _ = ws.close(Some(1000), Some("closed"));
-        self.carry_out().await;
+        self.carry_out();
         if closed_by_us && self.is_empty() {
             // The client answered a close of ours, and nothing else lives here. If it had never
             // sent a frame before, the runtime keeps its connection open after this close (a
@@ -544,7 +605,7 @@ impl ChannelObject {
     }
 
     /// Carries out the channel's outputs, then points the alarm at its next timer.
-    async fn carry_out(&self) {
+    fn carry_out(&self) {
         let next_timer = {
             let mut guard = self.live.borrow_mut();
             let Some(live) = guard.as_mut() else {
@@ -618,24 +679,47 @@ impl ChannelObject {
                     live.channel.handle_ws_closed(conn, now_ms());
                 }
             }
+            // Held requests run the timers while they wait (see `wait_for_answer`); the alarm is
+            // for when nothing else wakes the object, and is armed again when the last one is
+            // answered.
+            if !live.waiting.is_empty() {
+                return;
+            }
             live.channel.poll_timeout()
         };
-        if next_timer == self.alarm_at.get() {
+        // The alarm only ever moves earlier. A timer that moved later (a pong pushes the next
+        // ping back) or went away leaves the alarm as it is: an early alarm finds nothing due and
+        // re-arms. Each alarm is a storage write: billed, and seen here to stall the object's
+        // thread for hundreds of milliseconds on a busy local disk.
+        let Some(at) = next_timer else {
+            return;
+        };
+        if self.alarm_at.get().is_some_and(|armed| armed <= at) {
             return;
         }
-        self.alarm_at.set(next_timer);
-        let storage = self.state.storage();
-        let result = match next_timer {
-            Some(at) => {
-                let offset = at.saturating_sub(now_ms()) as i64;
-                storage.set_alarm(offset).await
+        self.alarm_at.set(Some(at));
+        // Nothing waits for the write: neither this handler nor the object's outgoing messages
+        // (`unconfirmed_write`). A write that fails forgets the armed time, so the next change
+        // arms again.
+        let storage = match self.state.as_raw().storage() {
+            Ok(storage) => storage,
+            Err(err) => {
+                worker::console_error!("switchboard: no storage for the alarm: {err:?}");
+                self.alarm_at.set(None);
+                return;
             }
-            None => storage.delete_alarm().await,
         };
-        if let Err(err) = result {
-            worker::console_error!("switchboard: could not set the alarm: {err}");
-            self.alarm_at.set(None);
-        }
+        let storage: &StorageExtras = storage.unchecked_ref();
+        let written = wasm_bindgen_futures::JsFuture::from(
+            storage.set_alarm(at as f64, &unconfirmed_write()),
+        );
+        let alarm_at = self.alarm_at.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if let Err(err) = written.await {
+                worker::console_error!("switchboard: could not set the alarm: {err:?}");
+                alarm_at.set(None);
+            }
+        });
     }
 }
 

@@ -250,10 +250,14 @@ for (const path of [ENGINE_PATH, channelPath()]) {
         // The published suites poll at this very moment. The deadline counts from when the ping
         // was due, not from when a (possibly late) timer sent it; several sessions at once make a
         // late timer on any of them show.
-        const sessions = await Promise.all(Array.from({ length: 8 }, () => openPolling(path)));
-        await sleep(CONF.pingInterval + CONF.pingTimeout);
-        const polls = await Promise.all(sessions.map(({ sid }) => poll(path, sid)));
-        assert.deepEqual(polls.map((p) => p.status), sessions.map(() => 400), `bodies: ${polls.map((p) => p.body).join(" | ")}`);
+        const polls = await Promise.all(
+          Array.from({ length: 8 }, async () => {
+            const { sid } = await openPolling(path);
+            await sleep(CONF.pingInterval + CONF.pingTimeout);
+            return poll(path, sid);
+          }),
+        );
+        assert.deepEqual(polls.map((p) => p.status), polls.map(() => 400), `bodies: ${polls.map((p) => p.body).join(" | ")}`);
       });
 
       test("WebSocket: after each pong the next frame is the next ping, nothing in between", async (t) => {
