@@ -14,15 +14,13 @@
 //! `"channels": [..]` instead of `"channel"` sends the same event to several channels (a batch);
 //! `"args": [..]` instead of `"data"` passes several arguments.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::behaviour::RESERVED_PREFIX;
-use crate::channel::ServerEmit;
+use crate::channel::{Occupancy, ServerEmit};
 use crate::config::{Config, validate_channel_name};
 use crate::http::{HttpResponse, Method, Route};
 use crate::socketio::RESERVED_EVENTS;
@@ -170,6 +168,7 @@ impl ChannelEmit {
             attachments: Vec::new(),
             rooms: self.rooms.clone(),
             except: self.except.clone(),
+            ack: None,
         }
     }
 }
@@ -378,22 +377,6 @@ pub fn display_channel(channel: &str) -> String {
     } else {
         channel.to_string()
     }
-}
-
-/// What `GET /channels/<channel>` reports.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Occupancy {
-    /// Open Engine.IO sessions (connections).
-    pub connections: usize,
-    /// Namespace → its sockets and rooms.
-    pub namespaces: BTreeMap<String, NamespaceOccupancy>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct NamespaceOccupancy {
-    pub sockets: usize,
-    /// Room → number of sockets in it.
-    pub rooms: BTreeMap<String, usize>,
 }
 
 /// The `GET /channels/<channel>` answer.

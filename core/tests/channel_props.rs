@@ -15,16 +15,43 @@ use switchboard_core::testing::SequenceRandom;
 
 #[derive(Debug, Clone)]
 enum Input {
-    WsOpen { conn: u8, upgrade_of: Option<u8> },
-    WsText { conn: u8, text: String },
-    WsBinary { conn: u8, bytes: Vec<u8> },
-    WsClosed { conn: u8 },
-    Get { session: Option<u8> },
-    Post { session: u8, body: String },
-    Abort { request: u8 },
-    Advance { ms: u16 },
-    PongSeen { conn: u8, ago: u8 },
-    Emit { room: Option<String> },
+    WsOpen {
+        conn: u8,
+        upgrade_of: Option<u8>,
+    },
+    WsText {
+        conn: u8,
+        text: String,
+    },
+    WsBinary {
+        conn: u8,
+        bytes: Vec<u8>,
+    },
+    WsClosed {
+        conn: u8,
+    },
+    Get {
+        session: Option<u8>,
+    },
+    Post {
+        session: u8,
+        body: String,
+    },
+    Abort {
+        request: u8,
+    },
+    Advance {
+        ms: u16,
+    },
+    PongSeen {
+        conn: u8,
+        ago: u8,
+    },
+    Emit {
+        room: Option<String>,
+    },
+    /// The host restarts: the channel is rebuilt from its WebSocket sessions' snapshots.
+    Rebuild,
 }
 
 /// Texts that exercise real paths more often than random strings would.
@@ -62,6 +89,7 @@ fn input() -> impl Strategy<Value = Input> {
         (0u16..700).prop_map(|ms| Input::Advance { ms }),
         (0u8..6, any::<u8>()).prop_map(|(conn, ago)| Input::PongSeen { conn, ago }),
         proptest::option::of(Just("r".to_string())).prop_map(|room| Input::Emit { room }),
+        Just(Input::Rebuild),
     ]
 }
 
@@ -161,11 +189,53 @@ proptest! {
                     };
                     prop_assert!(channel.emit(emit, now).is_ok());
                 }
+                Input::Rebuild => {
+                    let snapshots = channel.snapshots();
+                    // What the snapshots hold is what the rebuilt channel must hold.
+                    let mut sockets: HashMap<String, usize> = HashMap::new();
+                    let mut rooms: HashMap<(String, String), Vec<String>> = HashMap::new();
+                    for (_, snapshot) in &snapshots {
+                        for socket in &snapshot.sockets {
+                            *sockets.entry(socket.namespace.clone()).or_default() += 1;
+                            for room in &socket.rooms {
+                                rooms
+                                    .entry((socket.namespace.clone(), room.clone()))
+                                    .or_default()
+                                    .push(socket.id.clone());
+                            }
+                        }
+                    }
+                    let survivors: HashSet<ConnId> = snapshots.iter().map(|(conn, _)| *conn).collect();
+                    // Polling sessions and probes do not survive a restart; their conns are gone.
+                    open.retain(|conn| survivors.contains(conn));
+                    channel = Channel::restore("p", policy(), Box::new(SequenceRandom::new(2)), snapshots, now);
+                    if batched {
+                        channel = channel.with_batched_heartbeats();
+                    }
+                    // The rebuilt channel holds exactly what the snapshots held.
+                    for namespace in ["/", "/admin"] {
+                        prop_assert_eq!(channel.socket_count(namespace), sockets.get(namespace).copied().unwrap_or(0));
+                    }
+                    for ((namespace, room), mut members) in rooms {
+                        members.sort();
+                        prop_assert_eq!(channel.room_members(&namespace, &room), members);
+                    }
+                    prop_assert_eq!(channel.snapshots().len(), survivors.len());
+                }
             }
             while let Some(output) = channel.poll_output() {
                 match output {
                     Output::Transmit { conn, frames } => {
                         prop_assert!(open.contains(&conn), "transmit to a closed conn {conn}");
+                        prop_assert!(!frames.is_empty());
+                    }
+                    Output::Broadcast { conns, frames } => {
+                        prop_assert!(conns.len() > 1, "a broadcast names several conns");
+                        let distinct: HashSet<_> = conns.iter().collect();
+                        prop_assert_eq!(distinct.len(), conns.len(), "a conn named twice");
+                        for conn in &conns {
+                            prop_assert!(open.contains(conn), "broadcast to a closed conn {conn}");
+                        }
                         prop_assert!(!frames.is_empty());
                     }
                     Output::CloseWebSocket { conn, .. } => {

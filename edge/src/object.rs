@@ -83,7 +83,7 @@ extern "C" {
 }
 
 /// A packet's frames as JS values: strings for text frames, byte arrays for binary ones.
-fn to_js_values(frames: &Frames) -> Rc<[JsValue]> {
+fn to_js_values(frames: &Frames) -> Vec<JsValue> {
     frames
         .iter()
         .map(|frame| match frame.as_text() {
@@ -372,12 +372,12 @@ impl ChannelObject {
                     let mut guard = self.live.borrow_mut();
                     match guard.as_mut() {
                         Some(live) => live.channel.emit(emit.to_server_emit(), now_ms()),
-                        None => Ok(0),
+                        None => Ok(Default::default()),
                     }
                 };
                 self.carry_out();
                 match result {
-                    Ok(delivered) => json(serde_json::json!({ "delivered": delivered })),
+                    Ok(emitted) => json(serde_json::json!({ "delivered": emitted.delivered })),
                     Err(error) => to_worker_response(HttpResponse::json(
                         400,
                         &serde_json::json!({ "error": "invalid_request", "message": error.to_string() }),
@@ -612,29 +612,18 @@ impl ChannelObject {
                 return;
             };
             let mut gone = Vec::new();
-            let mut converted: Option<(Frames, Rc<[JsValue]>)> = None;
             loop {
                 while let Some(output) = live.channel.poll_output() {
                     match output {
                         Output::Transmit { conn, frames } => {
-                            let Some(ws) = live.sockets.get(&conn) else {
-                                continue;
-                            };
-                            // A broadcast reaches every recipient as the same `Frames`: turn it into
-                            // JS values once, not once per socket.
-                            let values = match &converted {
-                                Some((source, values)) if Arc::ptr_eq(source, &frames) => {
-                                    values.clone()
-                                }
-                                _ => {
-                                    let values = to_js_values(&frames);
-                                    converted = Some((frames, values.clone()));
-                                    values
-                                }
-                            };
-                            let socket: &SocketExtras = ws.as_ref().unchecked_ref();
-                            if values.iter().any(|value| socket.send_value(value).is_err()) {
-                                gone.push(conn);
+                            let values = to_js_values(&frames);
+                            send_values(&live.sockets, conn, &values, &mut gone);
+                        }
+                        Output::Broadcast { conns, frames } => {
+                            // Converted to JS values once, sent to every recipient.
+                            let values = to_js_values(&frames);
+                            for conn in conns {
+                                send_values(&live.sockets, conn, &values, &mut gone);
                             }
                         }
                         Output::CloseWebSocket { conn, code, reason } => {
@@ -720,6 +709,22 @@ impl ChannelObject {
                 alarm_at.set(None);
             }
         });
+    }
+}
+
+/// Sends a packet's frames, already JS values, to WebSocket `conn`; a socket that fails is gone.
+fn send_values(
+    sockets: &HashMap<ConnId, WebSocket>,
+    conn: ConnId,
+    values: &[JsValue],
+    gone: &mut Vec<ConnId>,
+) {
+    let Some(ws) = sockets.get(&conn) else {
+        return;
+    };
+    let socket: &SocketExtras = ws.as_ref().unchecked_ref();
+    if values.iter().any(|value| socket.send_value(value).is_err()) {
+        gone.push(conn);
     }
 }
 

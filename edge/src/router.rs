@@ -1,6 +1,7 @@
 //! The Worker: a stateless router in front of one Durable Object per channel.
 
-use switchboard_core::api::{self, API_SECRET_VAR, ApiError, ChannelEmit, Occupancy};
+use switchboard_core::api::{self, API_SECRET_VAR, ApiError, ChannelEmit};
+use switchboard_core::channel::Occupancy;
 use switchboard_core::config::Config;
 use switchboard_core::http::{self as core_http, EngineError, HttpResponse, Method, Route};
 use switchboard_core::web;

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use switchboard_core::api::Occupancy;
 use switchboard_core::channel::{
-    Channel, ConnId, EmitError, FastMap, Frames, Output, RandomSource, ServerEmit,
+    Channel, ConnId, EmitError, Emitted, FastMap, Frames, Occupancy, Output, RandomSource,
+    ServerEmit,
 };
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::frame::FrameKind;
@@ -111,7 +111,7 @@ pub enum Command {
     Emit {
         /// Boxed: it is far larger than the per-message commands that fill a busy queue.
         emit: Box<ServerEmit>,
-        reply: oneshot::Sender<Result<usize, EmitError>>,
+        reply: oneshot::Sender<Result<Emitted, EmitError>>,
     },
     /// Connections, sockets and rooms, for `GET /channels/<channel>`.
     Occupancy {
@@ -514,28 +514,17 @@ impl ChannelActor {
     }
 
     fn drain_outputs(&mut self) {
-        // A broadcast reaches every recipient as the same `Frames`: encode it once.
-        let mut encoded: Option<(Frames, Bytes)> = None;
         while let Some(output) = self.channel.poll_output() {
             match output {
                 Output::Transmit { conn, frames } => {
-                    let Some(outbound) = self.websockets.get(&conn) else {
-                        continue;
-                    };
-                    let wire = match &encoded {
-                        Some((source, wire)) if Arc::ptr_eq(source, &frames) => wire.clone(),
-                        _ => {
-                            let wire = encode_websocket_frames(&frames);
-                            encoded = Some((frames, wire.clone()));
-                            wire
-                        }
-                    };
-                    if outbound.push(Outbound::Frames(wire)).is_err() {
-                        // Too slow: drop it rather than buffer without bound. Dropping the sender
-                        // ends the connection task, which closes the socket.
-                        tracing::debug!(channel = %self.key, conn, "dropping a WebSocket that cannot keep up");
-                        self.websockets.remove(&conn);
-                        self.channel.handle_ws_closed(conn, now_ms());
+                    let wire = encode_websocket_frames(&frames);
+                    self.push_frames(conn, wire);
+                }
+                Output::Broadcast { conns, frames } => {
+                    // Encoded once; every recipient's connection appends the same bytes.
+                    let wire = encode_websocket_frames(&frames);
+                    for conn in conns {
+                        self.push_frames(conn, wire.clone());
                     }
                 }
                 Output::CloseWebSocket { conn, code, reason } => {
@@ -553,6 +542,20 @@ impl ChannelActor {
                 // No server-side ack requests are made natively yet.
                 Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
             }
+        }
+    }
+
+    /// Queues a packet's WebSocket frames for `conn`. A connection that cannot keep up is dropped
+    /// rather than buffered for without bound: dropping its sender ends its task, which closes the
+    /// socket.
+    fn push_frames(&mut self, conn: ConnId, wire: Bytes) {
+        let Some(outbound) = self.websockets.get(&conn) else {
+            return;
+        };
+        if outbound.push(Outbound::Frames(wire)).is_err() {
+            tracing::debug!(channel = %self.key, conn, "dropping a WebSocket that cannot keep up");
+            self.websockets.remove(&conn);
+            self.channel.handle_ws_closed(conn, now_ms());
         }
     }
 

@@ -71,7 +71,7 @@ async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiErr
         // A channel without a live task has no sockets: nothing to deliver, nothing to start.
         let count = if state.registry.send_if_live(&emit.channel, command).await {
             match answer.await {
-                Ok(Ok(count)) => count,
+                Ok(Ok(emitted)) => emitted.delivered,
                 Ok(Err(error)) => {
                     return Err(ApiError {
                         status: 400,

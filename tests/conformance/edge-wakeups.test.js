@@ -15,6 +15,9 @@ test("idle clients: one alarm per ping interval, and pongs never wake the object
   const path = channelPath(channel).slice(0, -1);
   const sockets = [];
   for (let i = 0; i < 5; i++) sockets.push(await connectClient(t, BASE_URL, { path, transports: ["websocket"] }));
+  // Each socket's first ping comes on its own timer, one interval after it opened (a one-off wake-up
+  // per socket); from then on the channel's rounds ping them all together.
+  await sleep(CONF.pingInterval + 150);
   let pings = 0;
   for (const s of sockets) s.io.engine.on("ping", () => (pings += 1));
 

@@ -75,7 +75,7 @@ impl Harness {
 
     /// Opens a WebSocket session connected to `namespace` and returns the socket id.
     fn connect(&mut self, conn: ConnId, namespace: &str) -> String {
-        if !self.channel.websockets.contains_key(&conn) {
+        if self.channel.snapshot(conn).is_none() {
             self.open_ws(conn);
         }
         let packet = if namespace == "/" {
@@ -116,7 +116,10 @@ impl Harness {
             args,
             ..ServerEmit::default()
         };
-        self.channel.emit(emit, self.now).expect("a valid emit")
+        self.channel
+            .emit(emit, self.now)
+            .expect("a valid emit")
+            .delivered
     }
 
     /// Opens a polling session with request `request` and returns its sid.
@@ -159,14 +162,30 @@ fn texts(outputs: &[Output], conn: ConnId) -> Vec<String> {
         .collect()
 }
 
+/// Frames written to `conn`, in order, whether sent to it alone or in a broadcast.
 fn frames_to(outputs: &[Output], conn: ConnId) -> Vec<WireFrame> {
     outputs
         .iter()
         .filter_map(|output| match output {
             Output::Transmit { conn: to, frames } if *to == conn => Some(frames.to_vec()),
+            Output::Broadcast { conns, frames } if conns.contains(&conn) => Some(frames.to_vec()),
             _ => None,
         })
         .flatten()
+        .collect()
+}
+
+/// Every (connection, frames) written, a broadcast counting once per recipient.
+fn deliveries(outputs: &[Output]) -> Vec<(ConnId, Frames)> {
+    outputs
+        .iter()
+        .flat_map(|output| match output {
+            Output::Transmit { conn, frames } => vec![(*conn, frames.clone())],
+            Output::Broadcast { conns, frames } => {
+                conns.iter().map(|conn| (*conn, frames.clone())).collect()
+            }
+            _ => Vec::new(),
+        })
         .collect()
 }
 
@@ -211,20 +230,16 @@ fn a_broadcast_is_encoded_once_and_shared() {
     }
     h.outputs();
     h.text(1, r#"42["news",{"n":1}]"#);
-    let shared: Vec<&Frames> = h
-        .outputs()
-        .iter()
-        .filter_map(|output| match output {
-            Output::Transmit { frames, .. } => Some(frames.clone()),
-            _ => None,
-        })
-        .collect::<Vec<_>>()
-        .leak()
-        .iter()
-        .collect();
+    let out = h.outputs();
+    let shared = deliveries(&out);
     assert_eq!(shared.len(), 50);
-    // Every recipient holds the very same allocation.
-    assert!(shared.iter().all(|frames| Arc::ptr_eq(frames, shared[0])));
+    // Every recipient holds the very same allocation, named in one output.
+    assert!(
+        shared
+            .iter()
+            .all(|(_, frames)| Arc::ptr_eq(frames, &shared[0].1))
+    );
+    assert_eq!(out.len(), 1, "one output for the whole broadcast: {out:?}");
 }
 
 #[test]
@@ -292,7 +307,8 @@ fn rooms_join_leave_broadcast_and_cleanup_on_disconnect() {
             },
             h.now,
         )
-        .unwrap();
+        .unwrap()
+        .delivered;
     assert_eq!(reached, 1);
     let out = h.outputs();
     assert_eq!(texts(&out, 1), vec![r#"42["alert",1]"#]);
@@ -310,7 +326,8 @@ fn rooms_join_leave_broadcast_and_cleanup_on_disconnect() {
             },
             h.now,
         )
-        .unwrap();
+        .unwrap()
+        .delivered;
     assert_eq!(reached, 3);
     h.outputs();
 
@@ -331,7 +348,7 @@ fn rooms_join_leave_broadcast_and_cleanup_on_disconnect() {
 #[test]
 fn acks_flow_in_both_directions() {
     let mut h = Harness::new(BehaviourKind::Conformance, RelayMode::All);
-    h.connect(1, "/");
+    let socket = h.connect(1, "/");
     h.outputs();
     h.text(1, r#"42456["message-with-ack",1,"2",{"3":[false]}]"#);
     assert_eq!(
@@ -340,12 +357,6 @@ fn acks_flow_in_both_directions() {
     );
 
     // Server → client, answered.
-    let socket = h.channel.namespaces["/"]
-        .sockets
-        .keys()
-        .next()
-        .unwrap()
-        .clone();
     h.channel
         .emit_with_ack(
             "/",
@@ -364,6 +375,7 @@ fn acks_flow_in_both_directions() {
         vec![
             Output::AckReceived {
                 token: 77,
+                socket: socket.clone(),
                 args: json!(["answer"]),
                 attachments: vec![]
             },
@@ -384,7 +396,10 @@ fn acks_flow_in_both_directions() {
     h.advance(250);
     h.text(1, "3");
     h.advance(260);
-    assert!(h.outputs().contains(&Output::AckUnanswered { token: 78 }));
+    assert!(h.outputs().contains(&Output::AckUnanswered {
+        token: 78,
+        socket: socket.clone()
+    }));
 }
 
 #[test]
@@ -782,7 +797,12 @@ fn server_emits_are_validated() {
         ),
         Err(EmitError::Attachments(_))
     ));
-    assert_eq!(h.channel.emit(emit(json!(["x"]), "/"), h.now), Ok(0));
+    assert_eq!(
+        h.channel
+            .emit(emit(json!(["x"]), "/"), h.now)
+            .map(|emitted| emitted.delivered),
+        Ok(0)
+    );
 }
 
 /// Feeds the same inputs to a channel and to its rebuilt copy and checks they answer alike.
@@ -838,7 +858,8 @@ fn a_rebuilt_channel_behaves_the_same() {
                 },
                 h.now,
             )
-            .unwrap();
+            .unwrap()
+            .delivered;
         assert_eq!(reached, 1);
         let out = h.outputs();
         assert_eq!(texts(&out, 1), vec![r#"42["red alert"]"#]);
@@ -855,7 +876,8 @@ fn a_rebuilt_channel_behaves_the_same() {
                 },
                 h.now,
             )
-            .unwrap();
+            .unwrap()
+            .delivered;
         assert_eq!(reached, 1);
         assert_eq!(texts(&h.outputs(), 3), vec![r#"42/admin,["admins"]"#]);
 
@@ -863,6 +885,7 @@ fn a_rebuilt_channel_behaves_the_same() {
         h.text(1, r#"430["yes"]"#);
         assert!(h.outputs().contains(&Output::AckReceived {
             token: 9,
+            socket: a.clone(),
             args: json!(["yes"]),
             attachments: vec![]
         }));
@@ -907,12 +930,26 @@ fn batched_heartbeats_wake_once_per_interval_for_all_websockets() {
         Box::new(SequenceRandom::new(3)),
     )
     .with_batched_heartbeats();
-    // Sockets arrive at different times.
+    // Sockets arrive at different times; each gets its first ping one interval after it opened,
+    // then joins the rounds.
     for conn in 1..=20 {
         h.connect(conn, "/");
         h.now += 7;
     }
     h.outputs();
+    let settled = h.now + 300;
+    while let Some(deadline) = h.channel.poll_timeout() {
+        if deadline > settled {
+            break;
+        }
+        h.now = deadline;
+        h.channel.handle_timeout(h.now);
+        h.outputs();
+        for conn in 1..=20 {
+            h.channel.handle_pong_seen(conn, h.now + 1);
+        }
+    }
+    h.now = settled;
     let mut wakeups = 0;
     let end = h.now + 5 * 300;
     while let Some(deadline) = h.channel.poll_timeout() {
@@ -925,12 +962,7 @@ fn batched_heartbeats_wake_once_per_interval_for_all_websockets() {
         let out = h.outputs();
         // Every round pings every socket at once; pongs are observed, never sent as messages.
         assert_eq!(texts(&out, 1), vec!["2"]);
-        assert_eq!(
-            out.iter()
-                .filter(|o| matches!(o, Output::Transmit { .. }))
-                .count(),
-            20
-        );
+        assert_eq!(deliveries(&out).len(), 20);
         for conn in 1..=20 {
             h.channel.handle_pong_seen(conn, h.now + 3);
         }
@@ -963,6 +995,38 @@ fn batched_heartbeats_wake_once_per_interval_for_all_websockets() {
     h.now += 300;
     h.channel.handle_timeout(h.now);
     assert_eq!(h.channel.session_count(), 19);
+}
+
+#[test]
+fn batched_heartbeats_first_ping_a_socket_a_full_interval_after_it_opened() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.channel = Channel::new(
+        "test",
+        policy(BehaviourKind::Relay, RelayMode::All),
+        Box::new(SequenceRandom::new(3)),
+    )
+    .with_batched_heartbeats();
+    h.connect(1, "/");
+    h.advance(290);
+    // Opens 10 ms before the round: no ping then, as engine.io's first ping waits an interval.
+    h.connect(2, "/");
+    h.outputs();
+    h.advance(10);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 1), vec!["2"]);
+    assert!(texts(&out, 2).is_empty());
+    h.channel.handle_pong_seen(1, h.now + 1);
+    // Its first ping comes on its own timer, exactly one interval after it opened...
+    h.advance(289);
+    assert!(texts(&h.outputs(), 2).is_empty());
+    h.advance(1);
+    assert_eq!(texts(&h.outputs(), 2), vec!["2"]);
+    h.channel.handle_pong_seen(2, h.now + 1);
+    // ...and then it is pinged with everyone at the rounds.
+    h.advance(10);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 1), vec!["2"]);
+    assert_eq!(texts(&out, 2), vec!["2"]);
 }
 
 #[test]

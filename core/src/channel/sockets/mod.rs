@@ -1,0 +1,808 @@
+//! The Socket.IO layer of one channel: namespaces, their sockets and rooms, acknowledgements in
+//! both directions, and the [`Behaviour`] that decides what client events do.
+//!
+//! It sits on the [`Engine`]: it takes the engine's session events (opened, message, binary,
+//! closed), and speaks back through [`Engine::send`], [`Engine::broadcast`] and
+//! [`Engine::close`]. A broadcast is encoded once and handed to the engine with all its
+//! recipients.
+//!
+//! Features that build on sockets live here too, each in its own file as it arrives: backend
+//! handler calls, connection-state recovery, presence.
+
+mod namespace;
+mod socket;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::engine::{Engine, SessionKey};
+use super::timers::TimerQueue;
+use super::{
+    CloseReason, EmitError, Emitted, FastMap, Frames, NamespaceOccupancy, Occupancy, Output,
+    ServerEmit, SessionSnapshot, SocketSnapshot,
+};
+use crate::auth::{self, Grant};
+use crate::behaviour::{Action, Audience, Behaviour, ConnectDecision, IncomingEvent, SocketView};
+use crate::config::{AuthMode, ChannelPolicy};
+use crate::frame::WireFrame;
+use crate::socketio::{self, PacketKind, PartialBinaryPacket, RESERVED_EVENTS};
+
+use namespace::Namespace;
+pub use socket::MAX_GRANTED_ROOMS;
+use socket::{PendingAck, SioSession, SocketMap, SocketState};
+
+/// The Socket.IO layer's timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum SocketTimer {
+    /// The session's earliest deadline: its connect timeout, its sockets' ack timeouts.
+    Session(SessionKey),
+}
+
+pub(crate) struct SocketLayer {
+    /// The channel name (`""` for the default channel).
+    name: String,
+    /// The channel's values of its pattern's parameters (`chats/:id` on `chats/42`: id = 42).
+    params: BTreeMap<String, String>,
+    policy: Arc<ChannelPolicy>,
+    behaviour: Box<dyn Behaviour>,
+    sessions: FastMap<SessionKey, SioSession>,
+    namespaces: BTreeMap<String, Namespace>,
+    timers: TimerQueue<SocketTimer>,
+}
+
+impl std::fmt::Debug for SocketLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketLayer")
+            .field("behaviour", &self.behaviour)
+            .field("namespaces", &self.namespaces.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketLayer {
+    pub fn new(name: String, policy: Arc<ChannelPolicy>, behaviour: Box<dyn Behaviour>) -> Self {
+        let params = policy
+            .pattern
+            .as_ref()
+            .and_then(|pattern| pattern.bind(&name))
+            .unwrap_or_default();
+        Self {
+            name,
+            params,
+            policy,
+            behaviour,
+            sessions: FastMap::default(),
+            namespaces: BTreeMap::new(),
+            timers: TimerQueue::default(),
+        }
+    }
+
+    pub fn next_timer(&mut self) -> Option<u64> {
+        self.timers.next()
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Engine events
+
+    /// A new Engine.IO session: it has the connect timeout to join a namespace.
+    pub fn opened(&mut self, key: SessionKey, now: u64) {
+        let session = SioSession {
+            connect_deadline: Some(now + self.policy.connect_timeout_ms),
+            ..SioSession::default()
+        };
+        self.sessions.insert(key, session);
+        self.schedule(key);
+    }
+
+    /// The session ended: its sockets leave their namespaces and rooms, and pending acks are
+    /// reported unanswered.
+    pub fn closed(&mut self, engine: &mut Engine, key: SessionKey) {
+        let Some(mut session) = self.sessions.remove(&key) else {
+            return;
+        };
+        self.timers.cancel(SocketTimer::Session(key));
+        for (namespace, socket) in session.sockets.drain() {
+            self.forget_socket(engine, key, &namespace, socket);
+        }
+    }
+
+    /// A text message: a Socket.IO packet, or the first part of a binary one.
+    pub fn text(&mut self, engine: &mut Engine, key: SessionKey, text: &str, now: u64) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if session.partial.is_some() {
+            // A binary packet is missing attachments; a text packet now breaks the stream.
+            engine.close(key, CloseReason::ProtocolError);
+            return;
+        }
+        let packet = match socketio::Packet::decode(text) {
+            Ok(packet) => packet,
+            Err(_) => {
+                engine.close(key, CloseReason::ProtocolError);
+                return;
+            }
+        };
+        match packet.kind {
+            PacketKind::BinaryEvent | PacketKind::BinaryAck if packet.attachments > 0 => {
+                session.partial = Some(Box::new(PartialBinaryPacket::new(packet)));
+            }
+            _ => self.packet(engine, key, packet, Vec::new(), now),
+        }
+    }
+
+    /// A binary message: the next attachment of the binary packet being collected.
+    pub fn binary(&mut self, engine: &mut Engine, key: SessionKey, bytes: Bytes, now: u64) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(partial) = session.partial.as_mut() else {
+            // Binary data nobody announced.
+            engine.close(key, CloseReason::ProtocolError);
+            return;
+        };
+        // One packet's attachments together obey the payload limit, or a client could make the
+        // server hold a thousand maximal frames.
+        let buffered: usize = partial.received().iter().map(Bytes::len).sum();
+        if (buffered + bytes.len()) as u64 > self.policy.max_payload {
+            engine.close(key, CloseReason::PayloadTooLarge);
+            return;
+        }
+        match partial.push(bytes) {
+            Ok(None) => {}
+            Ok(Some((packet, attachments))) => {
+                session.partial = None;
+                self.packet(engine, key, packet, attachments, now);
+            }
+            Err(_) => engine.close(key, CloseReason::ProtocolError),
+        }
+    }
+
+    /// Runs every Socket.IO timer due at `now`: connect timeouts and ack timeouts.
+    pub fn handle_timeout(&mut self, engine: &mut Engine, now: u64) {
+        while let Some(SocketTimer::Session(key)) = self.timers.pop_due(now) {
+            let Some(session) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            if session.connect_deadline.is_some_and(|at| at <= now) {
+                engine.close(key, CloseReason::ConnectTimeout);
+                continue;
+            }
+            for socket in session.sockets.values_mut() {
+                let id = &socket.id;
+                socket.pending_acks.retain(|_, ack| {
+                    let keep = ack.deadline > now;
+                    if !keep {
+                        engine.push_output(Output::AckUnanswered {
+                            token: ack.token,
+                            socket: id.clone(),
+                        });
+                    }
+                    keep
+                });
+            }
+            self.schedule(key);
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Socket.IO packets
+
+    fn packet(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        packet: socketio::Packet,
+        attachments: Vec<Bytes>,
+        now: u64,
+    ) {
+        match packet.kind {
+            PacketKind::Connect => {
+                self.connect(engine, key, &packet.namespace, packet.data.as_ref(), now);
+            }
+            PacketKind::Disconnect => {
+                self.disconnect(engine, key, &packet.namespace);
+                engine.session_changed(key);
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                self.event(engine, key, packet, attachments, now);
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let Some(id) = packet.id else {
+                    engine.close(key, CloseReason::ProtocolError);
+                    return;
+                };
+                let Some(socket) = self
+                    .sessions
+                    .get_mut(&key)
+                    .and_then(|session| session.sockets.get_mut(&packet.namespace))
+                else {
+                    return;
+                };
+                // An ack nobody waits for (unknown id, or already timed out) is dropped quietly.
+                if let Some(pending) = socket.pending_acks.remove(&id) {
+                    engine.push_output(Output::AckReceived {
+                        token: pending.token,
+                        socket: socket.id.clone(),
+                        args: packet.data.unwrap_or(Value::Array(Vec::new())),
+                        attachments,
+                    });
+                    engine.session_changed(key);
+                    self.schedule(key);
+                }
+            }
+            // Only servers send CONNECT_ERROR.
+            PacketKind::ConnectError => engine.close(key, CloseReason::ProtocolError),
+        }
+    }
+
+    fn refuse_connect(engine: &mut Engine, key: SessionKey, namespace: &str, reason: &str) {
+        let frames = frames_of(
+            &socketio::Packet::connect_error(namespace, reason),
+            Vec::new(),
+        );
+        engine.send(key, &frames);
+    }
+
+    fn connect(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        namespace: &str,
+        auth: Option<&Value>,
+        now: u64,
+    ) {
+        if !self.policy.allows_namespace(namespace) {
+            Self::refuse_connect(engine, key, namespace, "Invalid namespace");
+            return;
+        }
+        let Some(session) = self.sessions.get(&key) else {
+            return;
+        };
+        if let Some(existing) = session.sockets.get(namespace) {
+            // Already connected: confirm again rather than create a second socket.
+            let frames = frames_of(
+                &socketio::Packet::connect_ok(namespace, &existing.id),
+                Vec::new(),
+            );
+            engine.send(key, &frames);
+            return;
+        }
+        // Private channels: the token decides, before anything else is revealed.
+        let grant = match self.policy.auth {
+            AuthMode::Public => Grant::default(),
+            AuthMode::Private => {
+                match auth::verify_connect(auth, &self.policy, &self.name, &self.params, now) {
+                    Ok(grant) => grant,
+                    Err(reason) => {
+                        Self::refuse_connect(engine, key, namespace, &reason);
+                        return;
+                    }
+                }
+            }
+        };
+        if let Some(max) = self.policy.max_sockets {
+            let sockets: usize = self.namespaces.values().map(|ns| ns.sockets.len()).sum();
+            if sockets as u64 >= max {
+                let reason = format!("channel is full: at most {max} sockets");
+                Self::refuse_connect(engine, key, namespace, &reason);
+                return;
+            }
+        }
+        let taken = self.namespaces.get(namespace);
+        let socket_id =
+            engine.new_id(|id| taken.is_some_and(|namespace| namespace.sockets.contains_key(id)));
+        let no_rooms = BTreeSet::new();
+        let view = SocketView {
+            id: &socket_id,
+            namespace,
+            rooms: &no_rooms,
+            granted_rooms: &grant.rooms,
+        };
+        match self.behaviour.on_connect(view, auth) {
+            ConnectDecision::Reject(message) => {
+                Self::refuse_connect(engine, key, namespace, &message);
+            }
+            ConnectDecision::Accept(actions) => {
+                let Some(session) = self.sessions.get_mut(&key) else {
+                    return;
+                };
+                session.connect_deadline = None;
+                let mut socket = SocketState::new(socket_id.clone());
+                socket.user = grant.subject;
+                socket.granted_rooms = grant.rooms;
+                socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
+                socket.allowance = self
+                    .policy
+                    .events_per_second
+                    .map(|rate| (rate.saturating_mul(1000), now));
+                session.sockets.insert(namespace.to_string(), socket);
+                self.namespaces
+                    .entry(namespace.to_string())
+                    .or_default()
+                    .sockets
+                    .insert(socket_id.clone(), key);
+                let frames = frames_of(
+                    &socketio::Packet::connect_ok(namespace, &socket_id),
+                    Vec::new(),
+                );
+                engine.send(key, &frames);
+                self.apply_actions(engine, key, namespace, None, actions);
+                engine.session_changed(key);
+                self.schedule(key);
+            }
+        }
+    }
+
+    /// Removes the session's socket from `namespace` and from all its rooms.
+    fn disconnect(&mut self, engine: &mut Engine, key: SessionKey, namespace: &str) {
+        let Some(socket) = self
+            .sessions
+            .get_mut(&key)
+            .and_then(|session| session.sockets.remove(namespace))
+        else {
+            return;
+        };
+        self.forget_socket(engine, key, namespace, socket);
+        self.schedule(key);
+    }
+
+    /// Takes a socket out of its namespace and rooms; its pending acks go unanswered.
+    fn forget_socket(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        namespace: &str,
+        socket: SocketState,
+    ) {
+        for pending in socket.pending_acks.values() {
+            engine.push_output(Output::AckUnanswered {
+                token: pending.token,
+                socket: socket.id.clone(),
+            });
+        }
+        if let Some(ns) = self.namespaces.get_mut(namespace) {
+            ns.sockets.remove(&socket.id);
+            for room in &socket.rooms {
+                ns.leave(room, key);
+            }
+            if ns.sockets.is_empty() {
+                self.namespaces.remove(namespace);
+            }
+        }
+    }
+
+    fn event(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        packet: socketio::Packet,
+        attachments: Vec<Bytes>,
+        now: u64,
+    ) {
+        let namespace = packet.namespace.as_str();
+        // Events for a namespace the client has not joined are ignored, as socket.io does.
+        let Some(socket) = self
+            .sessions
+            .get_mut(&key)
+            .and_then(|session| session.sockets.get_mut(namespace))
+        else {
+            return;
+        };
+        if let Some(rate) = self.policy.events_per_second
+            && !socket.take_event_allowance(rate, now)
+        {
+            // Over its rate: the event goes nowhere. Only this socket pays; an ack request learns why.
+            if let Some(id) = packet.id {
+                let reason = format!("rate limit exceeded: at most {rate} events per second");
+                let frames = frames_of(
+                    &socketio::Packet::ack(
+                        namespace,
+                        serde_json::json!([{ "ok": false, "error": reason }]),
+                        id,
+                        0,
+                    ),
+                    Vec::new(),
+                );
+                engine.send(key, &frames);
+            }
+            return;
+        }
+        let Some(args) = packet.data.as_ref() else {
+            return;
+        };
+        let Some(name) = packet.event_name() else {
+            engine.close(key, CloseReason::ProtocolError);
+            return;
+        };
+        let view = SocketView {
+            id: &socket.id,
+            namespace,
+            rooms: &socket.rooms,
+            granted_rooms: &socket.granted_rooms,
+        };
+        let event = IncomingEvent {
+            name,
+            args,
+            attachments: &attachments,
+            wants_ack: packet.id.is_some(),
+        };
+        let actions = self.behaviour.on_event(view, event);
+        self.apply_actions(engine, key, namespace, packet.id, actions);
+    }
+
+    /// Carries out a behaviour's decisions for the socket of session `key` in `namespace`.
+    fn apply_actions(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        namespace: &str,
+        mut ack_id: Option<u64>,
+        actions: Vec<Action>,
+    ) {
+        let mut rooms_changed = false;
+        for action in actions {
+            match action {
+                Action::Ack { args, attachments } => {
+                    // Each ack request is answered at most once.
+                    if let Some(id) = ack_id.take() {
+                        let count = attachments.len();
+                        let frames = frames_of(
+                            &socketio::Packet::ack(namespace, args, id, count),
+                            attachments,
+                        );
+                        engine.send(key, &frames);
+                    }
+                }
+                Action::EmitToSender { args, attachments } => {
+                    let count = attachments.len();
+                    let frames = frames_of(
+                        &socketio::Packet::event(namespace, args, None, count),
+                        attachments,
+                    );
+                    engine.send(key, &frames);
+                }
+                Action::Broadcast {
+                    audience,
+                    args,
+                    attachments,
+                } => {
+                    let count = attachments.len();
+                    let frames = frames_of(
+                        &socketio::Packet::event(namespace, args, None, count),
+                        attachments,
+                    );
+                    self.broadcast(engine, namespace, &audience, Some(key), &frames);
+                }
+                Action::Join(room) => rooms_changed |= self.join(key, namespace, room),
+                Action::Leave(room) => rooms_changed |= self.leave(key, namespace, &room),
+            }
+        }
+        if rooms_changed {
+            engine.session_changed(key);
+        }
+    }
+
+    fn join(&mut self, key: SessionKey, namespace: &str, room: String) -> bool {
+        let Some(socket) = self
+            .sessions
+            .get_mut(&key)
+            .and_then(|session| session.sockets.get_mut(namespace))
+        else {
+            return false;
+        };
+        if !socket.rooms.insert(room.clone()) {
+            return false;
+        }
+        self.namespaces
+            .entry(namespace.to_string())
+            .or_default()
+            .join(room, key);
+        true
+    }
+
+    fn leave(&mut self, key: SessionKey, namespace: &str, room: &str) -> bool {
+        let Some(socket) = self
+            .sessions
+            .get_mut(&key)
+            .and_then(|session| session.sockets.get_mut(namespace))
+        else {
+            return false;
+        };
+        if !socket.rooms.remove(room) {
+            return false;
+        }
+        if let Some(ns) = self.namespaces.get_mut(namespace) {
+            ns.leave(room, key);
+        }
+        true
+    }
+
+    /// Sends `frames` to every socket of `namespace` in the audience; returns how many received it.
+    fn broadcast(
+        &self,
+        engine: &mut Engine,
+        namespace: &str,
+        audience: &Audience,
+        sender: Option<SessionKey>,
+        frames: &Frames,
+    ) -> usize {
+        let Some(ns) = self.namespaces.get(namespace) else {
+            return 0;
+        };
+        let except = self.except_keys(ns, audience, sender);
+        engine.broadcast(ns.recipients(&audience.rooms, &except), frames)
+    }
+
+    /// The sessions an audience leaves out, by key.
+    fn except_keys(
+        &self,
+        ns: &Namespace,
+        audience: &Audience,
+        sender: Option<SessionKey>,
+    ) -> Vec<SessionKey> {
+        let mut except: Vec<SessionKey> = audience
+            .except
+            .iter()
+            .filter_map(|id| ns.sockets.get(id).copied())
+            .collect();
+        if audience.except_sender
+            && let Some(sender) = sender
+        {
+            except.push(sender);
+        }
+        except
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Server-side emits
+
+    /// See [`crate::channel::Channel::emit`].
+    pub fn emit(
+        &mut self,
+        engine: &mut Engine,
+        emit: ServerEmit,
+        now: u64,
+    ) -> Result<Emitted, EmitError> {
+        self.check_emit(&emit.namespace, &emit.args, &emit.attachments)?;
+        let audience = Audience {
+            rooms: emit.rooms,
+            except: emit.except,
+            except_sender: false,
+        };
+        let count = emit.attachments.len();
+        let Some(ack) = emit.ack else {
+            let frames = frames_of(
+                &socketio::Packet::event(&emit.namespace, emit.args, None, count),
+                emit.attachments,
+            );
+            let delivered = self.broadcast(engine, &emit.namespace, &audience, None, &frames);
+            return Ok(Emitted {
+                delivered,
+                awaiting_ack: Vec::new(),
+            });
+        };
+        // One ack id for every recipient, as socket.io's broadcasts with acks do, so that the
+        // event is still encoded once: the next id none of them has used.
+        let Some(ns) = self.namespaces.get(&emit.namespace) else {
+            return Ok(Emitted::default());
+        };
+        let except = self.except_keys(ns, &audience, None);
+        let recipients: Vec<SessionKey> = ns.recipients(&audience.rooms, &except).collect();
+        let namespace = emit.namespace.as_str();
+        let socket_of = |sessions: &FastMap<SessionKey, SioSession>, key: &SessionKey| {
+            sessions
+                .get(key)
+                .and_then(|session| session.sockets.get(namespace))
+                .map(|socket| socket.next_ack_id)
+        };
+        let id = recipients
+            .iter()
+            .filter_map(|key| socket_of(&self.sessions, key))
+            .max()
+            .unwrap_or(0);
+        let mut awaiting_ack = Vec::with_capacity(recipients.len());
+        for key in &recipients {
+            let Some(socket) = self
+                .sessions
+                .get_mut(key)
+                .and_then(|session| session.sockets.get_mut(namespace))
+            else {
+                continue;
+            };
+            socket.next_ack_id = id + 1;
+            socket.pending_acks.insert(
+                id,
+                PendingAck {
+                    token: ack.token,
+                    deadline: now + ack.timeout_ms,
+                },
+            );
+            awaiting_ack.push(socket.id.clone());
+        }
+        let frames = frames_of(
+            &socketio::Packet::event(namespace, emit.args, Some(id), count),
+            emit.attachments,
+        );
+        let delivered = engine.broadcast(recipients.iter().copied(), &frames);
+        for key in recipients {
+            engine.session_changed(key);
+            self.schedule(key);
+        }
+        Ok(Emitted {
+            delivered,
+            awaiting_ack,
+        })
+    }
+
+    /// Whether `namespace` has a socket `socket_id`, for an emit to that one socket.
+    pub fn check_socket(&self, namespace: &str, socket_id: &str) -> Result<(), EmitError> {
+        match self.namespaces.get(namespace) {
+            Some(ns) if ns.sockets.contains_key(socket_id) => Ok(()),
+            _ => Err(EmitError::UnknownSocket(socket_id.to_string())),
+        }
+    }
+
+    fn check_emit(
+        &self,
+        namespace: &str,
+        args: &Value,
+        attachments: &[Bytes],
+    ) -> Result<(), EmitError> {
+        if !self.policy.allows_namespace(namespace) {
+            return Err(EmitError::UnknownNamespace(namespace.to_string()));
+        }
+        let name = match args {
+            Value::Array(items) => match items.first() {
+                Some(Value::String(name)) if !name.is_empty() => name,
+                _ => return Err(EmitError::InvalidEvent),
+            },
+            _ => return Err(EmitError::InvalidEvent),
+        };
+        if RESERVED_EVENTS.contains(&name.as_str()) {
+            return Err(EmitError::ReservedEvent(name.clone()));
+        }
+        socketio::validate_placeholders(args, attachments.len())
+            .map_err(|err| EmitError::Attachments(err.to_string()))
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Looking in
+
+    pub fn socket_count(&self, namespace: &str) -> usize {
+        self.namespaces
+            .get(namespace)
+            .map_or(0, |namespace| namespace.sockets.len())
+    }
+
+    /// Members of `room` in `namespace`, as socket ids, sorted.
+    pub fn room_members(&self, namespace: &str, room: &str) -> Vec<String> {
+        let Some(ns) = self.namespaces.get(namespace) else {
+            return Vec::new();
+        };
+        let Some(members) = ns.rooms.get(room) else {
+            return Vec::new();
+        };
+        ns.sockets
+            .iter()
+            .filter(|(_, key)| members.contains(key))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    pub fn occupancy(&self, connections: usize) -> Occupancy {
+        Occupancy {
+            connections,
+            namespaces: self
+                .namespaces
+                .iter()
+                .map(|(name, namespace)| {
+                    let rooms = namespace
+                        .rooms
+                        .iter()
+                        .map(|(room, members)| (room.clone(), members.len()))
+                        .collect();
+                    (
+                        name.clone(),
+                        NamespaceOccupancy {
+                            sockets: namespace.sockets.len(),
+                            rooms,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Rebuilding
+
+    /// This layer's part of a session's snapshot: whether it still awaits its CONNECT, and its
+    /// sockets.
+    pub fn snapshot(&self, key: SessionKey) -> (bool, Vec<SocketSnapshot>) {
+        let Some(session) = self.sessions.get(&key) else {
+            return (false, Vec::new());
+        };
+        let sockets = session
+            .sockets
+            .iter()
+            .map(|(namespace, socket)| SocketSnapshot {
+                namespace: namespace.clone(),
+                id: socket.id.clone(),
+                rooms: socket.rooms.iter().cloned().collect(),
+                user: socket.user.clone(),
+                granted_rooms: socket.granted_rooms.clone(),
+                next_ack_id: socket.next_ack_id,
+                pending_acks: socket
+                    .pending_acks
+                    .iter()
+                    .map(|(id, ack)| (*id, ack.token, ack.deadline))
+                    .collect(),
+            })
+            .collect();
+        (session.connect_deadline.is_some(), sockets)
+    }
+
+    /// Rebuilds session `key`'s sockets from its snapshot.
+    pub fn restore(&mut self, key: SessionKey, snapshot: SessionSnapshot, now: u64) {
+        let mut session = SioSession::default();
+        if snapshot.awaiting_connect {
+            // The original deadline, not a fresh one: a host that restores at every wake-up must
+            // not keep a silent socket alive forever.
+            session.connect_deadline = Some(
+                snapshot
+                    .connected_at
+                    .saturating_add(self.policy.connect_timeout_ms)
+                    .max(now),
+            );
+        }
+        let mut sockets = SocketMap::default();
+        for socket in snapshot.sockets {
+            let namespace = self.namespaces.entry(socket.namespace.clone()).or_default();
+            namespace.sockets.insert(socket.id.clone(), key);
+            for room in &socket.rooms {
+                namespace.join(room.clone(), key);
+            }
+            sockets.insert(
+                socket.namespace,
+                SocketState {
+                    id: socket.id,
+                    rooms: socket.rooms.into_iter().collect(),
+                    user: socket.user,
+                    granted_rooms: socket.granted_rooms,
+                    allowance: None,
+                    next_ack_id: socket.next_ack_id,
+                    pending_acks: socket
+                        .pending_acks
+                        .into_iter()
+                        .map(|(id, token, deadline)| (id, PendingAck { token, deadline }))
+                        .collect(),
+                },
+            );
+        }
+        session.sockets = sockets;
+        self.sessions.insert(key, session);
+        self.schedule(key);
+    }
+
+    /// Puts the session's next deadline on the timer queue.
+    fn schedule(&mut self, key: SessionKey) {
+        let deadline = self
+            .sessions
+            .get(&key)
+            .and_then(|session| session.next_deadline());
+        self.timers
+            .set_or_cancel(SocketTimer::Session(key), deadline);
+    }
+}
+
+/// Encodes a packet once, followed by its binary attachments.
+pub(crate) fn frames_of(packet: &socketio::Packet, attachments: Vec<Bytes>) -> Frames {
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    frames.push(packet.to_frame());
+    frames.extend(attachments.into_iter().map(WireFrame::binary));
+    Arc::from(frames)
+}
