@@ -24,6 +24,10 @@ fi
 if [ ! -x "$NODE_BIN/wasm-opt" ] || [ ! -x "$NODE_BIN/esbuild" ]; then
     (cd "$ROOT/tests" && npm ci --no-audit --no-fund)
 fi
+# socket.io-client's bundle, which edge/entry.mjs imports for the Worker to serve.
+if [ ! -f "$ROOT/client/node_modules/socket.io-client/package.json" ]; then
+    (cd "$ROOT/client" && npm ci --no-audit --no-fund --ignore-scripts)
+fi
 
 cd "$EDGE"
 # wrangler runs this at every start; skip the build when nothing it depends on changed.

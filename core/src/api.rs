@@ -12,15 +12,28 @@
 //! ```
 //!
 //! `"channels": [..]` instead of `"channel"` sends the same event to several channels (a batch);
-//! `"args": [..]` instead of `"data"` passes several arguments.
+//! `"args": [..]` instead of `"data"` passes several arguments. With `"ack_timeout": ms`, each
+//! recipient named by `rooms` (a socket id is a room, as in socket.io) is asked for an
+//! acknowledgement, and the answer waits for every one of them, like socket.io's
+//! `io.timeout(ms).emitWithAck()`:
+//!
+//! ```text
+//! { "channel": "chats/42", "event": "ping?", "rooms": ["<socket id>"], "ack_timeout": 5000 }
+//! → 200 { "delivered": 1, "channels": { "chats/42": { "delivered": 1,
+//!         "acks": [ { "socket": "<socket id>", "args": ["pong!"] } ] } } }
+//! ```
+//!
+//! A socket that does not answer in time has `"error": "timeout"`; one that goes away first,
+//! `"error": "disconnected"`.
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::behaviour::RESERVED_PREFIX;
-use crate::channel::{Occupancy, ServerEmit};
+use crate::channel::{AckFailure, AckRequest, EmitError, Occupancy, Output, ServerEmit};
 use crate::config::{Config, validate_channel_name};
 use crate::http::{HttpResponse, Method, Route};
 use crate::socketio::RESERVED_EVENTS;
@@ -32,6 +45,8 @@ pub const API_SECRET_VAR: &str = "API_SECRET";
 pub const MAX_BATCH_CHANNELS: usize = 100;
 /// Largest accepted request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 1_000_000;
+/// Longest `ack_timeout` an emit may wait for its acknowledgements, in milliseconds.
+pub const MAX_ACK_TIMEOUT_MS: u64 = 60_000;
 
 /// An API error: the HTTP status, a machine-readable code, the request field at fault (if one is),
 /// and a sentence for humans.
@@ -83,6 +98,16 @@ impl ApiError {
             code: "unknown_channel",
             field: Some(field.to_string()),
             message: format!("no configured channel pattern matches {channel:?}"),
+        }
+    }
+
+    /// A channel refused an emit that passed the API's own checks.
+    pub fn refused_emit(error: &EmitError) -> Self {
+        Self {
+            status: 400,
+            code: "invalid_request",
+            field: None,
+            message: error.to_string(),
         }
     }
 
@@ -158,17 +183,128 @@ pub struct ChannelEmit {
     pub rooms: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub except: Vec<String>,
+    /// Wait this long for every recipient's acknowledgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_timeout: Option<u64>,
 }
 
 impl ChannelEmit {
-    pub fn to_server_emit(&self) -> ServerEmit {
+    /// The emit for the channel; `token` names its acknowledgements when it asks for them.
+    pub fn to_server_emit(&self, token: u64) -> ServerEmit {
         ServerEmit {
             namespace: self.namespace.clone(),
             args: self.args.clone(),
             attachments: Vec::new(),
             rooms: self.rooms.clone(),
             except: self.except.clone(),
-            ack: None,
+            ack: self
+                .ack_timeout
+                .map(|timeout_ms| AckRequest { token, timeout_ms }),
+        }
+    }
+}
+
+/// One socket's answer to an emit that asked for acknowledgements.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckAnswer {
+    pub socket: String,
+    /// The acknowledgement's arguments, binary attachments as placeholders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Value>,
+    /// The binary attachments, base64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
+    /// `"timeout"` or `"disconnected"` when the socket did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What one channel did with an emit: the sockets reached, and their acknowledgements when the
+/// emit asked for them. Serializable so a Durable Object can hand it back to the Worker.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChannelEmitResult {
+    pub delivered: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acks: Option<Vec<AckAnswer>>,
+}
+
+/// Gathers the acknowledgements of one emit from the channel's outputs, for a host to answer the
+/// API call once every asked socket has answered or given up.
+#[derive(Debug, Clone)]
+pub struct AckCollector {
+    token: u64,
+    awaiting: std::collections::BTreeSet<String>,
+    answers: Vec<AckAnswer>,
+    delivered: usize,
+}
+
+impl AckCollector {
+    /// For an emit with ack `token` that reached `delivered` sockets and asked `awaiting` for an
+    /// acknowledgement.
+    pub fn new(token: u64, delivered: usize, awaiting: Vec<String>) -> Self {
+        Self {
+            token,
+            awaiting: awaiting.into_iter().collect(),
+            answers: Vec::new(),
+            delivered,
+        }
+    }
+
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Takes in an output of the channel if it answers this emit. Returns whether it did.
+    pub fn record(&mut self, output: &Output) -> bool {
+        let answer = match output {
+            Output::AckReceived {
+                token,
+                socket,
+                args,
+                attachments,
+            } if *token == self.token && self.awaiting.contains(socket) => AckAnswer {
+                socket: socket.clone(),
+                args: Some(args.clone()),
+                attachments: attachments
+                    .iter()
+                    .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
+                    .collect(),
+                error: None,
+            },
+            Output::AckUnanswered {
+                token,
+                socket,
+                reason,
+            } if *token == self.token && self.awaiting.contains(socket) => AckAnswer {
+                socket: socket.clone(),
+                args: None,
+                attachments: Vec::new(),
+                error: Some(
+                    match reason {
+                        AckFailure::Timeout => "timeout",
+                        AckFailure::Disconnected => "disconnected",
+                    }
+                    .to_string(),
+                ),
+            },
+            _ => return false,
+        };
+        self.awaiting.remove(&answer.socket);
+        self.answers.push(answer);
+        true
+    }
+
+    /// Every asked socket has answered or given up.
+    pub fn is_complete(&self) -> bool {
+        self.awaiting.is_empty()
+    }
+
+    /// The result, answers in the order the sockets' ids sort.
+    pub fn finish(mut self) -> ChannelEmitResult {
+        self.answers.sort_by(|a, b| a.socket.cmp(&b.socket));
+        ChannelEmitResult {
+            delivered: self.delivered,
+            acks: Some(self.answers),
         }
     }
 }
@@ -197,6 +333,7 @@ pub fn parse_emit(body: &[u8], config: &Config) -> Result<Vec<ChannelEmit>, ApiE
         "namespace",
         "rooms",
         "except",
+        "ack_timeout",
     ];
     if let Some(unknown) = fields.keys().find(|key| !KNOWN.contains(&key.as_str())) {
         return Err(ApiError::invalid(
@@ -291,6 +428,25 @@ pub fn parse_emit(body: &[u8], config: &Config) -> Result<Vec<ChannelEmit>, ApiE
     };
     let rooms = string_list(fields.remove("rooms"), "rooms")?;
     let except = string_list(fields.remove("except"), "except")?;
+    let ack_timeout = match fields.remove("ack_timeout") {
+        None => None,
+        Some(value) => match value.as_u64() {
+            Some(ms) if (1..=MAX_ACK_TIMEOUT_MS).contains(&ms) => Some(ms),
+            _ => {
+                return Err(ApiError::invalid(
+                    "ack_timeout",
+                    format!("expected milliseconds, from 1 to {MAX_ACK_TIMEOUT_MS}"),
+                ));
+            }
+        },
+    };
+    if ack_timeout.is_some() && rooms.is_empty() {
+        return Err(ApiError::invalid(
+            "rooms",
+            "an emit that waits for acknowledgements names its recipients: rooms, where a \
+             socket's id is a room of its own",
+        ));
+    }
 
     let mut emits = Vec::with_capacity(channels.len());
     for (channel, field) in channels {
@@ -309,6 +465,7 @@ pub fn parse_emit(body: &[u8], config: &Config) -> Result<Vec<ChannelEmit>, ApiE
             args: args.clone(),
             rooms: rooms.clone(),
             except: except.clone(),
+            ack_timeout,
         });
     }
     Ok(emits)
@@ -360,12 +517,17 @@ fn contains_placeholder(values: &[Value]) -> bool {
     })
 }
 
-/// The `POST /emit` answer: the total and each channel's delivered count.
-pub fn emit_response(delivered: &[(String, usize)]) -> HttpResponse {
-    let total: usize = delivered.iter().map(|(_, count)| count).sum();
-    let channels: Map<String, Value> = delivered
+/// The `POST /emit` answer: the total and each channel's delivered count (and acknowledgements).
+pub fn emit_response(results: &[(String, ChannelEmitResult)]) -> HttpResponse {
+    let total: usize = results.iter().map(|(_, result)| result.delivered).sum();
+    let channels: Map<String, Value> = results
         .iter()
-        .map(|(channel, count)| (display_channel(channel), json!({ "delivered": count })))
+        .map(|(channel, result)| {
+            (
+                display_channel(channel),
+                serde_json::to_value(result).unwrap_or_default(),
+            )
+        })
         .collect();
     HttpResponse::json(200, &json!({ "delivered": total, "channels": channels }))
 }
@@ -436,6 +598,35 @@ mod tests {
         assert_eq!(emits.len(), 3);
         assert_eq!(emits[2].channel, "");
         assert_eq!(emits[1].args, json!(["m", 1, 2]));
+    }
+
+    #[test]
+    fn an_ack_timeout_needs_named_recipients_and_a_sane_bound() {
+        let emits = parse_emit(
+            br#"{"channel":"chats/1","event":"q","rooms":["abc"],"ack_timeout":5000}"#,
+            &config(),
+        )
+        .unwrap();
+        assert_eq!(emits[0].ack_timeout, Some(5000));
+        assert_eq!(
+            emits[0].to_server_emit(9).ack,
+            Some(AckRequest {
+                token: 9,
+                timeout_ms: 5000
+            })
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"q","ack_timeout":5000}"#),
+            Some("rooms".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"q","rooms":["a"],"ack_timeout":0}"#),
+            Some("ack_timeout".into())
+        );
+        assert_eq!(
+            field_of(r#"{"channel":"chats/1","event":"q","rooms":["a"],"ack_timeout":600000}"#),
+            Some("ack_timeout".into())
+        );
     }
 
     #[test]
@@ -557,7 +748,14 @@ mod tests {
 
     #[test]
     fn responses_have_the_documented_shape() {
-        let response = emit_response(&[("chats/1".into(), 2), (String::new(), 1)]);
+        let delivered = |delivered| ChannelEmitResult {
+            delivered,
+            acks: None,
+        };
+        let response = emit_response(&[
+            ("chats/1".into(), delivered(2)),
+            (String::new(), delivered(1)),
+        ]);
         let body: Value = serde_json::from_slice(&response.body).unwrap();
         assert_eq!(
             body,

@@ -38,8 +38,6 @@ pub struct Config {
     engine_echo: Option<Arc<ChannelPolicy>>,
     /// Test-only endpoints under `/__debug/` (reset a channel's memory, count wake-ups).
     debug_endpoints: bool,
-    /// Serve the chat example at `/` (and socket.io-client at `/socket.io/socket.io.js`).
-    chat_example: bool,
 }
 
 /// One `CHANNELS` entry: a pattern and the policy of every channel it matches.
@@ -227,7 +225,6 @@ pub mod keys {
     pub const PONG_AUTO_RESPONSE: &str = "PONG_AUTO_RESPONSE";
     pub const ENGINE_IO_ECHO: &str = "ENGINE_IO_ECHO";
     pub const DEBUG_ENDPOINTS: &str = "DEBUG_ENDPOINTS";
-    pub const CHAT_EXAMPLE: &str = "CHAT_EXAMPLE";
     pub const CHANNELS: &str = "CHANNELS";
     /// Every key above, for hosts that must look variables up one by one (the Worker environment
     /// cannot be enumerated).
@@ -239,7 +236,6 @@ pub mod keys {
         PONG_AUTO_RESPONSE,
         ENGINE_IO_ECHO,
         DEBUG_ENDPOINTS,
-        CHAT_EXAMPLE,
         CHANNELS,
     ];
 }
@@ -268,7 +264,6 @@ struct ChannelSpec {
 /// (`io()` on the default channel, `chat message` relayed to everyone), and `chats/:id` channels
 /// work the same way.
 pub const EMBEDDED_DEFAULT_VARS: &str = r#"{
-    "CHAT_EXAMPLE": true,
     "CHANNELS": {
         "/": { "relay": "all" },
         "chats/:id": { "relay": "all", "client_rooms": true }
@@ -353,7 +348,6 @@ impl Config {
 
         let debug_endpoints =
             optional_bool(vars.get(keys::DEBUG_ENDPOINTS), keys::DEBUG_ENDPOINTS)?;
-        let chat_example = optional_bool(vars.get(keys::CHAT_EXAMPLE), keys::CHAT_EXAMPLE)?;
         let engine_echo = optional_bool(vars.get(keys::ENGINE_IO_ECHO), keys::ENGINE_IO_ECHO)?
             .then(|| {
                 Arc::new(ChannelPolicy {
@@ -372,7 +366,6 @@ impl Config {
             rules,
             engine_echo,
             debug_endpoints,
-            chat_example,
         })
     }
 
@@ -394,7 +387,6 @@ impl Config {
             rules: Vec::new(),
             engine_echo: None,
             debug_endpoints: false,
-            chat_example: false,
         })
     }
 
@@ -431,11 +423,6 @@ impl Config {
         self.rules
             .iter()
             .any(|rule| rule.policy.auth == AuthMode::Private)
-    }
-
-    /// Whether the chat example is served at `/` (`CHAT_EXAMPLE = true`).
-    pub fn chat_example(&self) -> bool {
-        self.chat_example
     }
 
     /// Whether the test-only `/__debug/` endpoints are enabled (`DEBUG_ENDPOINTS = true`).

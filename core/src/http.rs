@@ -1,16 +1,23 @@
-//! The HTTP surface both hosts share: URL routing, Engine.IO query parsing, error bodies and CORS.
+//! The HTTP surface both hosts share: URL routing, the front door of Engine.IO requests, query
+//! parsing, error bodies and CORS.
 //!
-//! Hosts turn their request type into a [`RequestHead`] and ask [`route`] where it goes; every status
-//! code and error body a client can see is decided here, so native and edge answer alike.
+//! Hosts ask [`route`] where a path goes, and [`admit_engine_request`] whether an Engine.IO request
+//! may reach its channel; every status code and error body a client can see is decided here, so
+//! native and edge answer alike.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::config::{ChannelPolicy, validate_channel_name};
+use crate::config::{ChannelPolicy, Config, validate_channel_name};
 
 /// Prefix of every Engine.IO endpoint: `/socket.io/<channel>/`.
 pub const SOCKET_IO_PREFIX: &str = "/socket.io";
 /// The raw Engine.IO endpoint of the Engine.IO test server (enabled by `ENGINE_IO_ECHO`).
 pub const ENGINE_IO_PATH: &str = "/engine.io";
+/// What hosts name the echo endpoint's channel by (a live channel, a Durable Object); channel names
+/// never start with '/', so it cannot collide with one.
+pub const ENGINE_IO_KEY: &str = "/engine.io";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -89,11 +96,11 @@ pub enum Route {
     ChannelInfo(String),
     /// `GET /healthz`.
     Health,
-    /// A file of the chat example (see [`crate::web`]), served when enabled.
-    Asset(String),
+    /// A file of socket.io-client's browser bundle (see [`crate::client`]).
+    ClientFile(&'static str),
     /// `/__debug/<action>/<channel>`: test-only endpoints, when enabled.
     Debug { action: String, channel: String },
-    /// Anything else.
+    /// Anything else: a file of the static folder, if the host serves one, or nothing.
     NotFound,
 }
 
@@ -103,8 +110,10 @@ pub fn route(path: &str) -> Route {
     match path {
         "/emit" => return Route::Emit,
         "/healthz" => return Route::Health,
-        _ if crate::web::is_asset(path) => return Route::Asset(path.to_string()),
         _ => {}
+    }
+    if let Some(file) = crate::client::file_for_path(path) {
+        return Route::ClientFile(file);
     }
     if let Some(rest) = path.strip_prefix("/channels") {
         return match channel_from_rest(rest) {
@@ -305,6 +314,62 @@ pub fn bad_channel_response(problem: &str) -> HttpResponse {
     )
 }
 
+/// What a host knows of an Engine.IO request before it hands it to a channel.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineRequestHead<'a> {
+    pub path: &'a str,
+    pub method: Method,
+    pub origin: Option<&'a str>,
+    pub query: Option<&'a str>,
+    /// The request asks to upgrade to a WebSocket (`Upgrade: websocket`).
+    pub websocket_upgrade: bool,
+}
+
+/// An Engine.IO request let through the front door: which channel (or the echo endpoint) it is
+/// for, that channel's policy, and its parsed query.
+#[derive(Debug, Clone)]
+pub struct EngineAdmission {
+    /// The channel name, or [`ENGINE_IO_KEY`] for the echo endpoint.
+    pub key: String,
+    pub policy: Arc<ChannelPolicy>,
+    pub query: EngineQuery,
+}
+
+/// The front door of every Engine.IO request, for both hosts: the route, the channel's policy (or
+/// the echo endpoint's, or a refusal for a bad or unknown name), CORS preflight, the origin check,
+/// the Engine.IO query, and a WebSocket request that is not an upgrade. An `Err` is the complete
+/// answer; nothing about the request reaches (or creates) a channel.
+pub fn admit_engine_request(
+    config: &Config,
+    head: &EngineRequestHead<'_>,
+) -> Result<EngineAdmission, HttpResponse> {
+    let (key, policy) = match route(head.path) {
+        Route::Channel(channel) => match config.policy_for(&channel) {
+            Some(policy) => (channel, policy.clone()),
+            None => return Err(unknown_channel_response(&channel)),
+        },
+        Route::EngineEcho => match config.engine_echo() {
+            Some(policy) => (ENGINE_IO_KEY.to_string(), policy.clone()),
+            None => return Err(HttpResponse::text(404, "not found")),
+        },
+        Route::BadChannelName(problem) => return Err(bad_channel_response(&problem)),
+        _ => return Err(HttpResponse::text(404, "not found")),
+    };
+    if head.method == Method::Options {
+        return Err(preflight_response(&policy, head.origin));
+    }
+    check_origin(&policy, head.origin).map_err(EngineError::response)?;
+    let query = parse_engine_query(head.query).map_err(|error| {
+        error
+            .response()
+            .with_headers(cors_headers(&policy, head.origin))
+    })?;
+    if query.transport == TransportKind::WebSocket && !head.websocket_upgrade {
+        return Err(EngineError::BadRequest.response());
+    }
+    Ok(EngineAdmission { key, policy, query })
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
@@ -328,10 +393,10 @@ mod tests {
         assert_eq!(route("/socket.iox/"), Route::NotFound);
         assert_eq!(route("/other"), Route::NotFound);
         assert_eq!(route("/emit"), Route::Emit);
-        assert_eq!(route("/"), Route::Asset("/".into()));
+        assert_eq!(route("/"), Route::NotFound);
         assert_eq!(
             route("/socket.io/socket.io.js"),
-            Route::Asset("/socket.io/socket.io.js".into())
+            Route::ClientFile("socket.io.js")
         );
         assert_eq!(route("/healthz"), Route::Health);
         assert_eq!(
@@ -392,6 +457,116 @@ mod tests {
         assert_eq!(
             parse_engine_query(None),
             Err(EngineError::UnsupportedProtocolVersion)
+        );
+    }
+
+    #[test]
+    fn the_front_door_admits_only_what_engine_io_would_serve() {
+        let config = Config::from_json(
+            r#"{"ENGINE_IO_ECHO": true, "CHANNELS": {"/": {}, "shop/:id": {"allowed_origins": ["https://shop.example"]}}}"#,
+        )
+        .unwrap();
+        let head = |path, method, origin, query, websocket_upgrade| EngineRequestHead {
+            path,
+            method,
+            origin,
+            query,
+            websocket_upgrade,
+        };
+        let ok = admit_engine_request(
+            &config,
+            &head(
+                "/socket.io/",
+                Method::Get,
+                None,
+                Some("EIO=4&transport=polling"),
+                false,
+            ),
+        )
+        .unwrap();
+        assert_eq!(ok.key, "");
+        let echo = admit_engine_request(
+            &config,
+            &head(
+                "/engine.io/",
+                Method::Get,
+                None,
+                Some("EIO=4&transport=websocket"),
+                true,
+            ),
+        )
+        .unwrap();
+        assert_eq!(echo.key, ENGINE_IO_KEY);
+        let status = |head: EngineRequestHead<'_>| {
+            admit_engine_request(&config, &head)
+                .map(|_| 200)
+                .unwrap_or_else(|response| response.status)
+        };
+        let polling = Some("EIO=4&transport=polling");
+        assert_eq!(
+            status(head("/socket.io/nope/", Method::Get, None, polling, false)),
+            404
+        );
+        assert_eq!(
+            status(head("/socket.io/a//b/", Method::Get, None, polling, false)),
+            400
+        );
+        assert_eq!(
+            status(head("/socket.io/", Method::Get, None, Some("EIO=3"), false)),
+            400
+        );
+        let shop = "/socket.io/shop/1/";
+        assert_eq!(
+            status(head(
+                shop,
+                Method::Get,
+                Some("https://evil.example"),
+                polling,
+                false
+            )),
+            403
+        );
+        assert_eq!(
+            status(head(
+                shop,
+                Method::Get,
+                Some("https://shop.example"),
+                polling,
+                false
+            )),
+            200
+        );
+        assert_eq!(
+            status(head(
+                shop,
+                Method::Options,
+                Some("https://shop.example"),
+                None,
+                false
+            )),
+            204
+        );
+        // A WebSocket transport on a plain GET is not an upgrade.
+        let websocket = Some("EIO=4&transport=websocket");
+        assert_eq!(
+            status(head("/socket.io/", Method::Get, None, websocket, false)),
+            400
+        );
+        // A bad query's error carries CORS headers, so the browser lets the page read it.
+        let refused = admit_engine_request(
+            &config,
+            &head(
+                shop,
+                Method::Get,
+                Some("https://shop.example"),
+                Some("EIO=4"),
+                false,
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(
+            refused.header("access-control-allow-origin"),
+            Some("https://shop.example")
         );
     }
 

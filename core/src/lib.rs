@@ -13,8 +13,10 @@
 //!   [`channel::Channel::poll_output`]. Its module docs describe the run loop.
 //! - [`behaviour`]: what a channel does with client events (relay, or the protocol test servers).
 //! - [`config`]: channel patterns and policies, read from `wrangler.toml` `[vars]`.
-//! - [`http`]: URL routing, Engine.IO query parsing, error bodies and CORS, shared by both hosts.
-//! - [`web`]: the chat example's files, served when `CHAT_EXAMPLE = true`.
+//! - [`http`]: URL routing, the front door of Engine.IO requests, query parsing, error bodies and
+//!   CORS, shared by both hosts.
+//! - [`client`]: socket.io-client's browser bundle, served as socket.io serves it (the bytes come
+//!   from the hosts' builds).
 //! - [`api`]: the backend's HTTP API (`POST /emit`, `GET /channels/<channel>`): parsing, validation,
 //!   authentication and answers.
 
@@ -22,10 +24,10 @@ pub mod api;
 pub mod auth;
 pub mod behaviour;
 pub mod channel;
+pub mod client;
 pub mod config;
 pub mod engineio;
 pub mod frame;
 pub mod http;
 pub mod socketio;
 pub mod testing;
-pub mod web;

@@ -13,11 +13,15 @@
 //!   client pongs are answered by the runtime's auto-response, so idle channels cost no wake-ups
 //!   beyond that alarm.
 //!
-//! Everything here only compiles for `wasm32`; on other targets the crate is empty.
+//! The Worker and the object only compile for `wasm32`. What they share and can be tested without
+//! the Workers runtime compiles everywhere: [`internal`], the calls the Worker makes to an object,
+//! and [`restore`], how an object woken from hibernation plans its rebuild.
 
 #[cfg(target_arch = "wasm32")]
 mod env_config;
+pub mod internal;
 #[cfg(target_arch = "wasm32")]
 pub mod object;
+pub mod restore;
 #[cfg(target_arch = "wasm32")]
 pub mod router;

@@ -1,25 +1,25 @@
 //! The Durable Object of one channel: a thin host around a core [`Channel`].
 //!
 //! Every entry point follows the same loop: make sure the channel is live (rebuilding it from the
-//! WebSockets' attachments after hibernation), feed it the event with the current time, carry out its
-//! outputs, and set the alarm to the channel's next timer.
+//! WebSockets' attachments after hibernation, see [`crate::restore`]), feed it the event with the
+//! current time, carry out its outputs, and point the alarm at the channel's next timer. A request
+//! the object holds (a long-polling GET, an emit waiting for acknowledgements) runs the channel's
+//! timers itself while it waits.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use serde::{Deserialize, Serialize};
-use std::rc::Rc;
-use switchboard_core::api::ChannelEmit;
-
-use switchboard_core::channel::{
-    Channel, ConnId, Frames, Output, RandomSource, SessionSnapshot, WsAdmission,
-};
+use switchboard_core::api::{AckCollector, ApiError, ChannelEmitResult};
+use switchboard_core::channel::{Channel, ConnId, Frames, Output, RandomSource, WsAdmission};
 use switchboard_core::config::ChannelPolicy;
-use switchboard_core::http::{self as core_http, HttpResponse, Method, Route, TransportKind};
+use switchboard_core::http::{
+    self as core_http, EngineRequestHead, HttpResponse, Method, TransportKind,
+};
 use wasm_bindgen::prelude::*;
 use worker::wasm_bindgen_futures;
 use worker::worker_sys::ext::WebSocketExt;
@@ -29,12 +29,8 @@ use worker::{
 };
 
 use crate::env_config::config;
-
-/// Object name of the raw Engine.IO echo endpoint; channel names never start with '/'.
-pub const ENGINE_ECHO_OBJECT: &str = "/engine.io";
-/// Path prefix of the Worker's calls to an object (`/__internal/<action>/<channel>`). Client requests
-/// never carry it: the Worker forwards only `/socket.io/` paths.
-pub const INTERNAL_PREFIX: &str = "/__internal/";
+use crate::internal::{self, Call};
+use crate::restore::{self, Attachment, KeptSocket};
 
 #[wasm_bindgen]
 extern "C" {
@@ -93,14 +89,7 @@ fn to_js_values(frames: &Frames) -> Vec<JsValue> {
         .collect()
 }
 
-/// What each hibernatable WebSocket carries: enough to rebuild the channel without any storage.
-#[derive(Debug, Serialize, Deserialize)]
-struct Attachment {
-    conn: ConnId,
-    channel: String,
-    #[serde(default)]
-    session: Option<SessionSnapshot>,
-}
+type EmitReply = oneshot::Sender<ChannelEmitResult>;
 
 struct Live {
     key: String,
@@ -108,7 +97,17 @@ struct Live {
     sockets: HashMap<ConnId, WebSocket>,
     /// Polling requests waiting for their answer.
     waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
+    /// API emits waiting for their acknowledgements.
+    acks: Vec<(AckCollector, EmitReply)>,
+    next_ack_token: u64,
     next_conn: ConnId,
+}
+
+impl Live {
+    /// Requests held open by this object; while there are any, they run the channel's timers.
+    fn holds_requests(&self) -> bool {
+        !self.waiting.is_empty() || !self.acks.is_empty()
+    }
 }
 
 /// `crypto.getRandomValues`, through getrandom.
@@ -142,7 +141,7 @@ pub struct ChannelObject {
     wakeups: RefCell<Wakeups>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, serde::Serialize)]
 struct Wakeups {
     requests: u64,
     websocket_messages: u64,
@@ -165,25 +164,36 @@ impl DurableObject for ChannelObject {
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
         let path = request.path();
-        let raw_url = request.inner().url();
-        if let Some(rest) = path.strip_prefix(INTERNAL_PREFIX) {
-            let (action, channel) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Some(channel) = path.strip_prefix(internal::PREFIX) {
             let body = request.bytes().await.unwrap_or_default();
-            return self.internal(action, channel, &body).await;
+            let response = match serde_json::from_slice::<Call>(&body) {
+                Ok(call) => self.internal(channel, call).await,
+                Err(err) => HttpResponse::text(400, format!("bad internal call: {err}")),
+            };
+            return to_worker_response(response);
         }
         self.wakeups.borrow_mut().requests += 1;
-        let key = match core_http::route(&path) {
-            Route::Channel(channel) => channel,
-            Route::EngineEcho => ENGINE_ECHO_OBJECT.to_string(),
-            _ => return to_worker_response(HttpResponse::text(404, "not found")),
+        let config = config(&self.env)?;
+        let raw_url = request.inner().url();
+        let origin = request.headers().get("origin")?;
+        let method = Method::parse(request.method().as_ref());
+        // The Worker already let this request through the same front door; asking again is how the
+        // object learns the channel, its policy and the query.
+        let head = EngineRequestHead {
+            path: &path,
+            method,
+            origin: origin.as_deref(),
+            query: query_of(&raw_url),
+            websocket_upgrade: request
+                .headers()
+                .get("upgrade")?
+                .is_some_and(|value| value.eq_ignore_ascii_case("websocket")),
         };
-        let Some(policy) = self.policy(&key)? else {
-            return to_worker_response(core_http::unknown_channel_response(&key));
+        let admission = match core_http::admit_engine_request(&config, &head) {
+            Ok(admission) => admission,
+            Err(response) => return to_worker_response(response),
         };
-        let query = match core_http::parse_engine_query(query_of(&raw_url)) {
-            Ok(query) => query,
-            Err(error) => return to_worker_response(error.response()),
-        };
+        let (key, policy, query) = (admission.key, admission.policy, admission.query);
         self.ensure_live(Some((&key, &policy)));
         let now = now_ms();
         match query.transport {
@@ -226,8 +236,6 @@ impl DurableObject for ChannelObject {
                 response
             }
             TransportKind::Polling => {
-                let method = Method::parse(request.method().as_ref());
-                let origin = request.headers().get("origin")?;
                 // A body announced as larger than the limit is never read into memory.
                 let announced: u64 = request
                     .headers()
@@ -277,8 +285,8 @@ impl DurableObject for ChannelObject {
                     }
                 }
                 self.carry_out();
-                let answered = self.wait_for_answer(answer).await;
-                // This request no longer drives the timers: the alarm may have to.
+                let answered = self.wait_running_timers(answer).await;
+                // This request no longer runs the timers: the alarm may have to.
                 self.carry_out();
                 match answered {
                     Ok(response) => to_worker_response(response),
@@ -324,12 +332,12 @@ impl DurableObject for ChannelObject {
         _reason: String,
         _was_clean: bool,
     ) -> worker::Result<()> {
-        self.socket_gone(ws).await;
+        self.socket_gone(ws);
         Ok(())
     }
 
     async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> worker::Result<()> {
-        self.socket_gone(ws).await;
+        self.socket_gone(ws);
         Ok(())
     }
 
@@ -357,35 +365,55 @@ impl ChannelObject {
 
 impl ChannelObject {
     /// The Worker's calls: server emits, occupancy, and the test-only rebuild and stats.
-    async fn internal(&self, action: &str, channel: &str, body: &[u8]) -> worker::Result<Response> {
-        let Some(policy) = self.policy(channel)? else {
-            return to_worker_response(core_http::unknown_channel_response(channel));
+    async fn internal(&self, channel: &str, call: Call) -> HttpResponse {
+        let key = channel.to_string();
+        let policy = match self.policy(&key) {
+            Ok(Some(policy)) => policy,
+            _ => return core_http::unknown_channel_response(&key),
         };
-        let json = |value: serde_json::Value| to_worker_response(HttpResponse::json(200, &value));
-        match action {
-            "emit" => {
-                let Ok(emit) = serde_json::from_slice::<ChannelEmit>(body) else {
-                    return to_worker_response(HttpResponse::text(400, "bad internal emit"));
-                };
-                self.ensure_live(Some((channel, &policy)));
-                let result = {
+        let json = |value: serde_json::Value| HttpResponse::json(200, &value);
+        match call {
+            Call::Emit { emit } => {
+                self.ensure_live(Some((&key, &policy)));
+                let waiting = {
                     let mut guard = self.live.borrow_mut();
-                    match guard.as_mut() {
-                        Some(live) => live.channel.emit(emit.to_server_emit(), now_ms()),
-                        None => Ok(Default::default()),
+                    let Some(live) = guard.as_mut() else {
+                        return HttpResponse::text(503, "channel unavailable");
+                    };
+                    let token = live.next_ack_token;
+                    live.next_ack_token += 1;
+                    match live.channel.emit(emit.to_server_emit(token), now_ms()) {
+                        Err(error) => return ApiError::refused_emit(&error).response(),
+                        Ok(emitted) if emit.ack_timeout.is_none() => Err(ChannelEmitResult {
+                            delivered: emitted.delivered,
+                            acks: None,
+                        }),
+                        Ok(emitted) => {
+                            let collector =
+                                AckCollector::new(token, emitted.delivered, emitted.awaiting_ack);
+                            if collector.is_complete() {
+                                Err(collector.finish())
+                            } else {
+                                let (reply, answer) = oneshot::channel();
+                                live.acks.push((collector, reply));
+                                Ok(answer)
+                            }
+                        }
                     }
                 };
                 self.carry_out();
-                match result {
-                    Ok(emitted) => json(serde_json::json!({ "delivered": emitted.delivered })),
-                    Err(error) => to_worker_response(HttpResponse::json(
-                        400,
-                        &serde_json::json!({ "error": "invalid_request", "message": error.to_string() }),
-                    )),
-                }
+                let result = match waiting {
+                    Err(done) => done,
+                    Ok(answer) => {
+                        let result = self.wait_running_timers(answer).await;
+                        self.carry_out();
+                        result.unwrap_or_default()
+                    }
+                };
+                HttpResponse::json(200, &serde_json::to_value(result).unwrap_or_default())
             }
-            "occupancy" => {
-                self.ensure_live(Some((channel, &policy)));
+            Call::Occupancy => {
+                self.ensure_live(Some((&key, &policy)));
                 let occupancy = self
                     .live
                     .borrow()
@@ -394,11 +422,11 @@ impl ChannelObject {
                     .unwrap_or_default();
                 json(serde_json::to_value(occupancy).unwrap_or_default())
             }
-            "rebuild" => {
+            Call::Rebuild => {
                 // Forget everything in memory, as hibernation does, and rebuild from the sockets'
                 // attachments right away.
                 *self.live.borrow_mut() = None;
-                self.ensure_live(Some((channel, &policy)));
+                self.ensure_live(Some((&key, &policy)));
                 let sessions = self
                     .live
                     .borrow()
@@ -407,7 +435,7 @@ impl ChannelObject {
                 self.carry_out();
                 json(serde_json::json!({ "rebuilt_sessions": sessions }))
             }
-            "stats" => {
+            Call::Stats => {
                 let mut stats = serde_json::to_value(&*self.wakeups.borrow()).unwrap_or_default();
                 stats["sessions"] = self
                     .live
@@ -417,13 +445,12 @@ impl ChannelObject {
                     .into();
                 json(stats)
             }
-            _ => to_worker_response(HttpResponse::text(404, "unknown action")),
         }
     }
 
     fn policy(&self, key: &str) -> worker::Result<Option<Arc<ChannelPolicy>>> {
         let config = config(&self.env)?;
-        Ok(if key == ENGINE_ECHO_OBJECT {
+        Ok(if key == core_http::ENGINE_IO_KEY {
             config.engine_echo().cloned()
         } else {
             config.policy_for(key).cloned()
@@ -437,43 +464,29 @@ impl ChannelObject {
             return;
         }
         let sockets = self.state.get_websockets();
-        let mut restored = Vec::new();
-        let mut orphans = Vec::new();
-        let mut stored_key = None;
-        let mut next_conn: ConnId = 1;
-        for ws in sockets {
-            let attachment = load_attachment(&ws);
-            if let Some(attachment) = &attachment {
-                next_conn = next_conn.max(attachment.conn + 1);
-            }
-            // Only open sockets carry live sessions; closing ones are left to finish.
-            let open = AsRef::<worker::web_sys::WebSocket>::as_ref(&ws).ready_state()
-                == worker::web_sys::WebSocket::OPEN;
-            match attachment.filter(|_| open) {
-                Some(attachment) => {
-                    stored_key.get_or_insert_with(|| attachment.channel.clone());
-                    match attachment.session {
-                        Some(session) => restored.push((attachment.conn, session, ws)),
-                        // A probe that never completed its upgrade: its session is gone.
-                        None => orphans.push(ws),
-                    }
-                }
-                None => orphans.push(ws),
-            }
-        }
-        for ws in orphans {
-            let _ = ws.close(Some(1001), Some("session lost"));
+        let kept = sockets
+            .iter()
+            .map(|ws| KeptSocket {
+                attachment: load_attachment(ws),
+                open: AsRef::<worker::web_sys::WebSocket>::as_ref(ws).ready_state()
+                    == worker::web_sys::WebSocket::OPEN,
+            })
+            .collect();
+        let plan = restore::plan(kept);
+        for index in &plan.orphans {
+            let _ = sockets[*index].close(Some(1001), Some("session lost"));
         }
         let (key, policy) = match request_key {
             Some((key, policy)) => (key.to_string(), policy.clone()),
             None => {
-                let Some(key) = stored_key else { return };
+                let Some(key) = plan.channel else { return };
                 match self.policy(&key) {
                     Ok(Some(policy)) => (key, policy),
                     // The channel's pattern was removed from the configuration.
                     _ => {
-                        for (_, _, ws) in restored {
-                            let _ = ws.close(Some(1008), Some("channel no longer configured"));
+                        for (index, _, _) in &plan.restored {
+                            let _ = sockets[*index]
+                                .close(Some(1008), Some("channel no longer configured"));
                         }
                         return;
                     }
@@ -490,25 +503,55 @@ impl ChannelObject {
         }
         let mut channel =
             Channel::new(key.clone(), policy, Box::new(WebCrypto)).with_batched_heartbeats();
-        let next_conn = restored
-            .iter()
-            .map(|(conn, _, _)| conn + 1)
-            .max()
-            .unwrap_or(1);
-        let mut sockets = HashMap::new();
+        let mut live_sockets = HashMap::new();
         let mut snapshots = Vec::new();
-        for (conn, snapshot, ws) in restored {
-            sockets.insert(conn, ws);
+        for (index, conn, snapshot) in plan.restored {
+            live_sockets.insert(conn, sockets[index].clone());
             snapshots.push((conn, snapshot));
         }
         channel.restore_sessions(snapshots, now_ms());
         *self.live.borrow_mut() = Some(Live {
             key,
             channel,
-            sockets,
+            sockets: live_sockets,
             waiting: HashMap::new(),
-            next_conn,
+            acks: Vec::new(),
+            next_ack_token: 1,
+            next_conn: plan.next_conn,
         });
+    }
+
+    fn conn_of(&self, ws: &WebSocket) -> Option<ConnId> {
+        self.state
+            .get_tags(ws)
+            .iter()
+            .find_map(|tag| tag.strip_prefix("c:").and_then(|n| n.parse().ok()))
+    }
+
+    fn socket_gone(&self, ws: WebSocket) {
+        self.wakeups.borrow_mut().websocket_closes += 1;
+        self.ensure_live(None);
+        let mut closed_by_us = true;
+        if let Some(conn) = self.conn_of(&ws) {
+            let mut guard = self.live.borrow_mut();
+            if let Some(live) = guard.as_mut() {
+                closed_by_us = live.sockets.remove(&conn).is_none();
+                live.channel.handle_ws_closed(conn, now_ms());
+            }
+        }
+        // Complete the closing handshake when the client started it. The runtime reports such a
+        // socket as CLOSING here, not OPEN; after a close of our own this is a no-op.
+        let _ = ws.close(Some(1000), Some("closed"));
+        self.carry_out();
+        if closed_by_us && self.is_empty() {
+            // The client answered a close of ours, and nothing else lives here. If it had never
+            // sent a frame before, the runtime keeps its connection open after this close (a
+            // workerd bug, docs/edge-close.md) until the object is reset; resetting an empty
+            // object loses nothing.
+            self.reset_request.set(Some(
+                "a closed WebSocket keeps its connection until the object resets (docs/edge-close.md)",
+            ));
+        }
     }
 
     /// Runs the channel's timers that are due, after telling it which pongs the runtime answered
@@ -529,14 +572,15 @@ impl ChannelObject {
         live.channel.handle_timeout(now_ms());
     }
 
-    /// Waits for the answer to a held polling request. The request keeps the object awake, so
-    /// meanwhile the channel's timers run on time from here, on a JavaScript timer, rather than on
-    /// the alarm alone, which the runtime may deliver tens of milliseconds late (enough to miss
-    /// a 200 ms ping timeout or a 1 s connect timeout by the protocol's own clock).
-    async fn wait_for_answer(
+    /// Waits for the answer of a request the object holds (a long-polling GET, an emit waiting for
+    /// acknowledgements). The request keeps the object awake, so meanwhile the channel's timers
+    /// run on time from here, on a JavaScript timer, rather than on the alarm alone, which the
+    /// runtime may deliver tens of milliseconds late (enough to miss a 200 ms ping timeout or a 1 s
+    /// connect timeout by the protocol's own clock).
+    async fn wait_running_timers<T>(
         &self,
-        mut answer: oneshot::Receiver<HttpResponse>,
-    ) -> Result<HttpResponse, oneshot::Canceled> {
+        mut answer: oneshot::Receiver<T>,
+    ) -> Result<T, oneshot::Canceled> {
         use futures_util::future::{Either, select};
         loop {
             let next_timer = self
@@ -562,46 +606,13 @@ impl ChannelObject {
     /// Nothing lives in this object: no session, no request waiting, no open WebSocket.
     fn is_empty(&self) -> bool {
         let live_is_empty = self.live.borrow().as_ref().is_none_or(|live| {
-            live.channel.is_idle() && live.waiting.is_empty() && live.sockets.is_empty()
+            live.channel.is_idle() && !live.holds_requests() && live.sockets.is_empty()
         });
         live_is_empty
             && self.state.get_websockets().iter().all(|ws| {
                 AsRef::<worker::web_sys::WebSocket>::as_ref(ws).ready_state()
                     != worker::web_sys::WebSocket::OPEN
             })
-    }
-
-    fn conn_of(&self, ws: &WebSocket) -> Option<ConnId> {
-        self.state
-            .get_tags(ws)
-            .iter()
-            .find_map(|tag| tag.strip_prefix("c:").and_then(|n| n.parse().ok()))
-    }
-
-    async fn socket_gone(&self, ws: WebSocket) {
-        self.wakeups.borrow_mut().websocket_closes += 1;
-        self.ensure_live(None);
-        let mut closed_by_us = true;
-        if let Some(conn) = self.conn_of(&ws) {
-            let mut guard = self.live.borrow_mut();
-            if let Some(live) = guard.as_mut() {
-                closed_by_us = live.sockets.remove(&conn).is_none();
-                live.channel.handle_ws_closed(conn, now_ms());
-            }
-        }
-        // Complete the closing handshake when the client started it. The runtime reports such a
-        // socket as CLOSING here, not OPEN; after a close of our own this is a no-op.
-        let _ = ws.close(Some(1000), Some("closed"));
-        self.carry_out();
-        if closed_by_us && self.is_empty() {
-            // The client answered a close of ours, and nothing else lives here. If it had never
-            // sent a frame before, the runtime keeps its connection open after this close (a
-            // workerd bug, docs/edge-close.md) until the object is reset; resetting an empty
-            // object loses nothing.
-            self.reset_request.set(Some(
-                "a closed WebSocket keeps its connection until the object resets (docs/edge-close.md)",
-            ));
-        }
     }
 
     /// Carries out the channel's outputs, then points the alarm at its next timer.
@@ -656,7 +667,10 @@ impl ChannelObject {
                                 store_attachment(ws, &attachment);
                             }
                         }
-                        Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
+                        ref
+                        answer @ (Output::AckReceived { .. } | Output::AckUnanswered { .. }) => {
+                            record_ack(&mut live.acks, answer);
+                        }
                     }
                 }
                 if gone.is_empty() {
@@ -668,10 +682,10 @@ impl ChannelObject {
                     live.channel.handle_ws_closed(conn, now_ms());
                 }
             }
-            // Held requests run the timers while they wait (see `wait_for_answer`); the alarm is
-            // for when nothing else wakes the object, and is armed again when the last one is
+            // Held requests run the timers while they wait (see `wait_running_timers`); the alarm
+            // is for when nothing else wakes the object, and is armed again when the last one is
             // answered.
-            if !live.waiting.is_empty() {
+            if live.holds_requests() {
                 return;
             }
             live.channel.poll_timeout()
@@ -709,6 +723,20 @@ impl ChannelObject {
                 alarm_at.set(None);
             }
         });
+    }
+}
+
+/// Hands an acknowledgement to the API emit waiting for it, and answers that emit once complete.
+fn record_ack(acks: &mut Vec<(AckCollector, EmitReply)>, answer: &Output) {
+    let Some(index) = acks
+        .iter_mut()
+        .position(|(collector, _)| collector.record(answer))
+    else {
+        return;
+    };
+    if acks[index].0.is_complete() {
+        let (collector, reply) = acks.swap_remove(index);
+        let _ = reply.send(collector.finish());
     }
 }
 

@@ -1,18 +1,25 @@
 //! The Worker: a stateless router in front of one Durable Object per channel.
+//!
+//! Files of the static folder (`[assets]` in `wrangler.toml`) never reach it: Cloudflare serves
+//! them first. Everything else comes here and goes where core's [`route`](core_http::route) says.
 
-use switchboard_core::api::{self, API_SECRET_VAR, ApiError, ChannelEmit};
+use switchboard_core::api::{self, API_SECRET_VAR, ApiError, ChannelEmitResult};
 use switchboard_core::channel::Occupancy;
+use switchboard_core::client;
 use switchboard_core::config::Config;
-use switchboard_core::http::{self as core_http, EngineError, HttpResponse, Method, Route};
-use switchboard_core::web;
-use wasm_bindgen::JsValue;
+use switchboard_core::http::{self as core_http, EngineRequestHead, HttpResponse, Method, Route};
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{Context, Env, Request, Response, event};
 
 use crate::env_config::config;
-use crate::object::{ENGINE_ECHO_OBJECT, INTERNAL_PREFIX, query_of, to_worker_response};
+use crate::internal::{self, Call};
+use crate::object::{query_of, to_worker_response};
 
 /// Durable Object binding of the channel class (see `wrangler.toml`).
 pub const CHANNELS_BINDING: &str = "CHANNEL_OBJECTS";
+
+/// Where `edge/entry.mjs` leaves socket.io-client's bundle for the Worker: `{ version, files }`.
+const CLIENT_BUNDLE_GLOBAL: &str = "__switchboardClientBundle";
 
 #[event(fetch)]
 async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
@@ -26,63 +33,70 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
         }
     };
     let path = request.path();
-    let raw_url = request.inner().url();
-    let route = core_http::route(&path);
-    match route {
-        Route::Asset(asset) => {
-            let response = match web::asset(&asset) {
-                Some(response) if config.chat_example() => response,
-                _ => HttpResponse::text(404, "not found"),
-            };
-            return to_worker_response(response);
+    match core_http::route(&path) {
+        Route::Channel(_) | Route::EngineEcho | Route::BadChannelName(_) => {
+            engine_request(request, &env, &config, &path).await
         }
-        Route::Emit | Route::ChannelInfo(_) | Route::Health | Route::Debug { .. } => {
+        Route::ClientFile(file) => {
+            let if_none_match = request.headers().get("if-none-match")?;
+            to_worker_response(client_file(file, if_none_match.as_deref()))
+        }
+        Route::NotFound => to_worker_response(HttpResponse::text(404, "not found")),
+        route => {
             let response = api_request(request, &env, &config, route).await;
-            return to_worker_response(response.unwrap_or_else(|error| error.response()));
+            to_worker_response(response.unwrap_or_else(|error| error))
         }
-        _ => {}
     }
-    let (object_name, policy) = match route {
-        Route::Channel(channel) => match config.policy_for(&channel) {
-            Some(policy) => (channel, policy.clone()),
-            // Refused here, before any Durable Object exists for the name.
-            None => return to_worker_response(core_http::unknown_channel_response(&channel)),
-        },
-        Route::EngineEcho => match config.engine_echo() {
-            Some(policy) => (ENGINE_ECHO_OBJECT.to_string(), policy.clone()),
-            None => return to_worker_response(HttpResponse::text(404, "not found")),
-        },
-        Route::BadChannelName(problem) => {
-            return to_worker_response(core_http::bad_channel_response(&problem));
-        }
-        _ => return to_worker_response(HttpResponse::text(404, "not found")),
-    };
+}
+
+/// An Engine.IO request: core's front door decides, and only what it admits reaches (or creates)
+/// the channel's Durable Object.
+async fn engine_request(
+    request: Request,
+    env: &Env,
+    config: &Config,
+    path: &str,
+) -> worker::Result<Response> {
+    let raw_url = request.inner().url();
     let origin = request.headers().get("origin")?;
-    let method = Method::parse(request.method().as_ref());
-    if method == Method::Options {
-        return to_worker_response(core_http::preflight_response(&policy, origin.as_deref()));
-    }
-    if let Err(error) = core_http::check_origin(&policy, origin.as_deref()) {
-        return to_worker_response(error.response());
-    }
-    // Requests Engine.IO refuses anyway never reach (or create) an object.
-    let query = match core_http::parse_engine_query(query_of(&raw_url)) {
-        Ok(query) => query,
-        Err(error) => {
-            let cors = core_http::cors_headers(&policy, origin.as_deref());
-            return to_worker_response(error.response().with_headers(cors));
-        }
+    let upgrade = request.headers().get("upgrade")?;
+    let head = EngineRequestHead {
+        path,
+        method: Method::parse(request.method().as_ref()),
+        origin: origin.as_deref(),
+        query: query_of(&raw_url),
+        websocket_upgrade: upgrade.is_some_and(|value| value.eq_ignore_ascii_case("websocket")),
     };
-    let is_upgrade = request
-        .headers()
-        .get("upgrade")?
-        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
-    if query.transport == core_http::TransportKind::WebSocket && !is_upgrade {
-        return to_worker_response(EngineError::BadRequest.response());
-    }
+    let admission = match core_http::admit_engine_request(config, &head) {
+        Ok(admission) => admission,
+        Err(response) => return to_worker_response(response),
+    };
     let namespace = env.durable_object(CHANNELS_BINDING)?;
-    let stub = namespace.id_from_name(&object_name)?.get_stub()?;
+    let stub = namespace.id_from_name(&admission.key)?.get_stub()?;
     stub.fetch_with_request(request).await
+}
+
+/// A file of socket.io-client's bundle, which `edge/entry.mjs` imports at build time.
+fn client_file(file: &str, if_none_match: Option<&str>) -> HttpResponse {
+    let global = js_sys::global();
+    let bundle = js_sys::Reflect::get(&global, &CLIENT_BUNDLE_GLOBAL.into()).unwrap_or_default();
+    let version = js_sys::Reflect::get(&bundle, &"version".into())
+        .ok()
+        .and_then(|value| value.as_string());
+    let Some(version) = version else {
+        return client::missing_response();
+    };
+    if let Some(not_modified) = client::not_modified(&version, if_none_match) {
+        return not_modified;
+    }
+    let text = js_sys::Reflect::get(&bundle, &"files".into())
+        .and_then(|files| js_sys::Reflect::get(&files, &file.into()))
+        .ok()
+        .and_then(|value| value.as_string());
+    match text {
+        Some(text) => client::response(file, text.into(), &version),
+        None => client::missing_response(),
+    }
 }
 
 /// The backend's HTTP API. The Worker authenticates and validates; each channel's Durable Object
@@ -92,19 +106,28 @@ async fn api_request(
     env: &Env,
     config: &Config,
     route: Route,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HttpResponse> {
     let method = request.method();
     if let Route::Health = route {
         return Ok(api::health_response());
+    }
+    if let Route::BadChannelName(problem) = route {
+        return Ok(core_http::bad_channel_response(&problem));
     }
     if let Route::Debug { action, channel } = route {
         if !config.debug_endpoints() {
             return Ok(HttpResponse::text(404, "not found"));
         }
         if config.policy_for(&channel).is_none() {
-            return Err(ApiError::unknown_channel("channel", &channel));
+            return Err(ApiError::unknown_channel("channel", &channel).response());
         }
-        return internal_call(env, &channel, &action, None).await;
+        let call = match action.as_str() {
+            "rebuild" => Call::Rebuild,
+            "stats" => Call::Stats,
+            _ => return Ok(HttpResponse::text(404, "unknown debug action")),
+        };
+        let answer: serde_json::Value = call_channel(env, &channel, &call).await?;
+        return Ok(HttpResponse::json(200, &answer));
     }
     let authorization = request.headers().get("authorization").ok().flatten();
     api::admit(
@@ -112,28 +135,26 @@ async fn api_request(
         Method::parse(method.as_ref()),
         authorization.as_deref(),
         secret(env).as_deref(),
-    )?;
+    )
+    .map_err(|error| error.response())?;
     match route {
         Route::Emit => {
             let body = request.bytes().await.unwrap_or_default();
-            let emits = api::parse_emit(&body, config)?;
-            let mut delivered = Vec::with_capacity(emits.len());
-            for emit in &emits {
-                let answer = internal_call(env, &emit.channel, "emit", Some(emit)).await?;
-                let count = serde_json::from_slice::<serde_json::Value>(&answer.body)
-                    .ok()
-                    .and_then(|value| value["delivered"].as_u64())
-                    .unwrap_or(0);
-                delivered.push((emit.channel.clone(), count as usize));
+            let emits = api::parse_emit(&body, config).map_err(|error| error.response())?;
+            let mut results = Vec::with_capacity(emits.len());
+            for emit in emits {
+                let channel = emit.channel.clone();
+                let result: ChannelEmitResult =
+                    call_channel(env, &channel, &Call::Emit { emit }).await?;
+                results.push((channel, result));
             }
-            Ok(api::emit_response(&delivered))
+            Ok(api::emit_response(&results))
         }
         Route::ChannelInfo(channel) => {
             if config.policy_for(&channel).is_none() {
-                return Err(ApiError::unknown_channel("channel", &channel));
+                return Err(ApiError::unknown_channel("channel", &channel).response());
             }
-            let answer = internal_call(env, &channel, "occupancy", None).await?;
-            let occupancy: Occupancy = serde_json::from_slice(&answer.body).unwrap_or_default();
+            let occupancy: Occupancy = call_channel(env, &channel, &Call::Occupancy).await?;
             Ok(api::occupancy_response(&channel, &occupancy))
         }
         _ => Ok(HttpResponse::text(404, "not found")),
@@ -146,45 +167,58 @@ fn secret(env: &Env) -> Option<String> {
         .and_then(|value| value.as_string())
 }
 
-/// Calls a channel's Durable Object on a path only the Worker can reach (the Worker forwards client
-/// requests only under `/socket.io/`).
-async fn internal_call(
+/// Makes a [`Call`] to a channel's Durable Object and reads its answer. An error the object
+/// answers (a refused emit, say) comes back as the complete response, to be passed on unchanged:
+/// the API caller sees what a native server would have said.
+async fn call_channel<T: serde::de::DeserializeOwned>(
     env: &Env,
     channel: &str,
-    action: &str,
-    emit: Option<&ChannelEmit>,
-) -> Result<HttpResponse, ApiError> {
-    let unavailable = |err: worker::Error| ApiError {
-        status: 502,
-        code: "channel_unavailable",
-        field: None,
-        message: format!("the channel's Durable Object did not answer: {err}"),
+    call: &Call,
+) -> Result<T, HttpResponse> {
+    let unavailable = |err: &dyn std::fmt::Display| {
+        ApiError {
+            status: 502,
+            code: "channel_unavailable",
+            field: None,
+            message: format!("the channel's Durable Object did not answer: {err}"),
+        }
+        .response()
     };
-    let url = format!("https://channel{INTERNAL_PREFIX}{action}/{channel}");
+    let url = format!("https://channel{}", internal::path(channel));
     // Plain web_sys: the `worker` crate's RequestInit drags in a serde bridge the edge otherwise
     // does not need.
     let init = worker::web_sys::RequestInit::new();
     init.set_method("POST");
-    if let Some(emit) = emit {
-        let body = serde_json::to_string(emit).unwrap_or_default();
-        init.set_body(&JsValue::from_str(&body));
-    }
+    let body = serde_json::to_string(call).map_err(|err| unavailable(&err))?;
+    init.set_body(&JsValue::from_str(&body));
     let request = worker::web_sys::Request::new_with_str_and_init(&url, &init)
         .map(Request::from)
-        .map_err(|err| unavailable(err.into()))?;
-    let namespace = env.durable_object(CHANNELS_BINDING).map_err(unavailable)?;
+        .map_err(|err| unavailable(&js_error(err)))?;
+    let namespace = env
+        .durable_object(CHANNELS_BINDING)
+        .map_err(|err| unavailable(&err))?;
     let stub = namespace
         .id_from_name(channel)
         .and_then(|id| id.get_stub())
-        .map_err(unavailable)?;
+        .map_err(|err| unavailable(&err))?;
     let mut response = stub
         .fetch_with_request(request)
         .await
-        .map_err(unavailable)?;
-    let body = response.bytes().await.map_err(unavailable)?;
-    Ok(HttpResponse {
-        status: response.status_code(),
-        headers: vec![("content-type", "application/json".into())],
-        body: body.into(),
-    })
+        .map_err(|err| unavailable(&err))?;
+    let body = response.bytes().await.map_err(|err| unavailable(&err))?;
+    if response.status_code() != 200 {
+        return Err(HttpResponse {
+            status: response.status_code(),
+            headers: vec![("content-type", "application/json".into())],
+            body: body.into(),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|err| unavailable(&err))
+}
+
+fn js_error(value: JsValue) -> String {
+    value
+        .dyn_ref::<js_sys::Error>()
+        .map(|error| String::from(error.message()))
+        .unwrap_or_else(|| format!("{value:?}"))
 }

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::Either;
+use switchboard_core::api::{AckCollector, ChannelEmit, ChannelEmitResult};
 use switchboard_core::channel::{
-    Channel, ConnId, EmitError, Emitted, FastMap, Frames, Occupancy, Output, RandomSource,
-    ServerEmit,
+    Channel, ConnId, EmitError, FastMap, Frames, Occupancy, Output, RandomSource,
 };
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::frame::FrameKind;
@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WebSocketFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::outbox::OutboxSender;
+use crate::outbox::{Outbound, OutboxSender};
 
 /// How long an empty channel's task lingers before it ends.
 pub const IDLE_LINGER: Duration = Duration::from_secs(5);
@@ -31,28 +31,6 @@ pub const IDLE_LINGER: Duration = Duration::from_secs(5);
 const COMMAND_QUEUE: usize = 1024;
 /// Most commands handled before the outputs go to the connections.
 const COMMANDS_PER_DRAIN: usize = 32;
-
-/// What a WebSocket task receives from its channel.
-#[derive(Debug)]
-pub enum Outbound {
-    /// One packet as complete WebSocket frames, encoded once per broadcast and shared by all
-    /// recipients (see [`crate::websocket_io`]).
-    Frames(Bytes),
-    Close {
-        code: u16,
-        reason: &'static str,
-    },
-}
-
-impl Outbound {
-    /// Payload bytes this puts on the wire, counted against the connection's queue limit.
-    pub fn payload_len(&self) -> usize {
-        match self {
-            Outbound::Frames(frames) => frames.len(),
-            Outbound::Close { reason, .. } => reason.len(),
-        }
-    }
-}
 
 /// Encodes a packet's frames as WebSocket frames. Server frames are never masked, so the bytes are
 /// the same for every recipient. Text frames hold UTF-8 by construction (core writes them from
@@ -107,11 +85,12 @@ pub enum Command {
     Shutdown {
         done: oneshot::Sender<()>,
     },
-    /// A server-side emit (the HTTP API); answers with the number of sockets reached.
+    /// A server-side emit (the HTTP API); answers with the number of sockets reached and, for an
+    /// emit that asks for them, once every acknowledgement is in.
     Emit {
         /// Boxed: it is far larger than the per-message commands that fill a busy queue.
-        emit: Box<ServerEmit>,
-        reply: oneshot::Sender<Result<Emitted, EmitError>>,
+        emit: Box<ChannelEmit>,
+        reply: oneshot::Sender<Result<ChannelEmitResult, EmitError>>,
     },
     /// Connections, sockets and rooms, for `GET /channels/<channel>`.
     Occupancy {
@@ -326,6 +305,8 @@ impl Registry {
             registry: registry.clone(),
             websockets: FastMap::default(),
             waiting: HashMap::new(),
+            acks: Vec::new(),
+            next_ack_token: 1,
             stats: Stats::default(),
         };
         tokio::spawn(actor.run());
@@ -362,6 +343,12 @@ struct ChannelActor {
     websockets: FastMap<ConnId, OutboxSender>,
     /// HTTP handlers waiting for their answer.
     waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
+    /// API emits waiting for their acknowledgements.
+    acks: Vec<(
+        AckCollector,
+        oneshot::Sender<Result<ChannelEmitResult, EmitError>>,
+    )>,
+    next_ack_token: u64,
     stats: Stats,
 }
 
@@ -405,7 +392,7 @@ impl ChannelActor {
                 }
             }
             self.drain_outputs();
-            let idle = self.channel.is_idle() && self.waiting.is_empty();
+            let idle = self.channel.is_idle() && self.waiting.is_empty() && self.acks.is_empty();
             idle_since = match (idle, idle_since) {
                 (true, None) => Some(Instant::now()),
                 (true, since) => since,
@@ -479,7 +466,28 @@ impl ChannelActor {
                 let _ = done.send(());
             }
             Command::Emit { emit, reply } => {
-                let _ = reply.send(self.channel.emit(*emit, now));
+                let token = self.next_ack_token;
+                self.next_ack_token += 1;
+                match self.channel.emit(emit.to_server_emit(token), now) {
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                    Ok(emitted) if emit.ack_timeout.is_none() => {
+                        let _ = reply.send(Ok(ChannelEmitResult {
+                            delivered: emitted.delivered,
+                            acks: None,
+                        }));
+                    }
+                    Ok(emitted) => {
+                        let collector =
+                            AckCollector::new(token, emitted.delivered, emitted.awaiting_ack);
+                        if collector.is_complete() {
+                            let _ = reply.send(Ok(collector.finish()));
+                        } else {
+                            self.acks.push((collector, reply));
+                        }
+                    }
+                }
             }
             Command::Occupancy { reply } => {
                 let _ = reply.send(self.channel.occupancy());
@@ -539,9 +547,26 @@ impl ChannelActor {
                 }
                 // Native sessions live in memory; nothing to persist.
                 Output::SessionChanged { .. } => {}
-                // No server-side ack requests are made natively yet.
-                Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
+                ref answer @ (Output::AckReceived { .. } | Output::AckUnanswered { .. }) => {
+                    self.record_ack(answer);
+                }
             }
+        }
+    }
+
+    /// Hands an acknowledgement to the API emit waiting for it, and answers that emit once it is
+    /// complete.
+    fn record_ack(&mut self, answer: &Output) {
+        let Some(index) = self
+            .acks
+            .iter_mut()
+            .position(|(collector, _)| collector.record(answer))
+        else {
+            return;
+        };
+        if self.acks[index].0.is_complete() {
+            let (collector, reply) = self.acks.swap_remove(index);
+            let _ = reply.send(Ok(collector.finish()));
         }
     }
 

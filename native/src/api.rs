@@ -1,55 +1,107 @@
-//! The backend's HTTP API on the native server: `POST /emit`, `GET /channels/<channel>`,
-//! `GET /healthz`, and the test-only `/__debug/` endpoints. Parsing, validation, authentication and
-//! answers come from `switchboard_core::api`; this file only routes to channel tasks.
+//! Everything but the Engine.IO endpoints: the backend's HTTP API (`POST /emit`,
+//! `GET /channels/<channel>`, `GET /healthz`, the test-only `/__debug/` endpoints),
+//! socket.io-client's browser bundle, and the static folder. Parsing, validation, authentication
+//! and answers come from `switchboard_core`; this file only routes to channel tasks and files.
 
-use axum::body::to_bytes;
-use axum::extract::{Request, State};
-use axum::http::header;
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use switchboard_core::api::{self, ApiError};
+use bytes::Bytes;
+use switchboard_core::api::{self, ApiError, ChannelEmitResult};
+use switchboard_core::client;
 use switchboard_core::http::{self as core_http, HttpResponse, Method, Route};
-use switchboard_core::web;
 use tokio::sync::oneshot;
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
 
+use crate::AppState;
 use crate::actor::Command;
-use crate::transport::{AppState, to_axum};
+use crate::transport::to_axum;
 
-/// Every API request.
-pub async fn api_endpoint(State(state): State<AppState>, request: Request) -> Response {
-    let route = core_http::route(request.uri().path());
-    let method = request.method().clone();
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string);
-    let admitted = api::admit(
-        &route,
-        Method::parse(method.as_str()),
-        authorization.as_deref(),
-        state.api_secret.as_deref(),
-    );
+mod bundle {
+    include!(concat!(env!("OUT_DIR"), "/client_bundle.rs"));
+}
+
+/// The routes of the HTTP API and socket.io-client's bundle.
+pub async fn api_endpoint(state: &AppState, route: Route, request: Request) -> Response {
+    let method = Method::parse(request.method().as_str());
+    let authorization = header_text(&request, header::AUTHORIZATION);
+    let if_none_match = header_text(&request, header::IF_NONE_MATCH);
+    let admitted = || {
+        api::admit(
+            &route,
+            method,
+            authorization.as_deref(),
+            state.api_secret.as_deref(),
+        )
+    };
     let response = match route {
         Route::Health => Ok(api::health_response()),
-        Route::Asset(path) if state.config.chat_example() => {
-            Ok(web::asset(&path).unwrap_or_else(|| HttpResponse::text(404, "not found")))
-        }
-        Route::Emit => match admitted {
-            Ok(()) => emit(&state, request).await,
+        Route::ClientFile(file) => Ok(client_file(file, if_none_match.as_deref())),
+        Route::Emit => match admitted() {
+            Ok(()) => emit(state, request).await,
             Err(error) => Err(error),
         },
-        Route::ChannelInfo(channel) => match admitted {
-            Ok(()) => channel_info(&state, channel).await,
+        Route::ChannelInfo(ref channel) => match admitted() {
+            Ok(()) => channel_info(state, channel.clone()).await,
             Err(error) => Err(error),
         },
         Route::Debug { action, channel } if state.config.debug_endpoints() => {
-            Ok(debug(&state, &action, channel).await)
+            Ok(debug(state, &action, channel).await)
         }
         Route::BadChannelName(problem) => Ok(core_http::bad_channel_response(&problem)),
         _ => Ok(HttpResponse::text(404, "not found")),
     };
     to_axum(response.unwrap_or_else(|error| error.response()))
 }
+
+fn header_text(request: &Request, name: header::HeaderName) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+}
+
+/// A file of socket.io-client's bundle, embedded at build time (`native/build.rs`).
+fn client_file(file: &str, if_none_match: Option<&str>) -> HttpResponse {
+    let Some((_, bytes)) = bundle::FILES.iter().find(|(name, _)| *name == file) else {
+        return client::missing_response();
+    };
+    client::not_modified(bundle::VERSION, if_none_match)
+        .unwrap_or_else(|| client::response(file, Bytes::from_static(bytes), bundle::VERSION))
+}
+
+/// A file of the static folder (`[assets] directory`), as Cloudflare's static assets serve it:
+/// `/` and `/dir/` are `index.html`, content types by extension, and paths that leave the folder
+/// are refused.
+pub async fn static_file(state: &AppState, request: Request) -> Response {
+    let Some(folder) = state.assets.as_deref() else {
+        return to_axum(HttpResponse::text(404, "not found"));
+    };
+    let served = ServeDir::new(folder)
+        .append_index_html_on_directories(true)
+        .oneshot(request)
+        .await;
+    match served {
+        Ok(mut response) => {
+            // Browsers keep the file but ask again each time (Last-Modified makes that cheap), as
+            // Cloudflare's static assets have them do.
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=0, must-revalidate"),
+            );
+            response.map(Body::new)
+        }
+        Err(never) => match never {},
+    }
+}
+
+/// How long an emit may wait beyond its own ack timeout for the channel's answer.
+const ACK_GRACE: Duration = Duration::from_secs(2);
 
 async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiError> {
     let body = to_bytes(request.into_body(), api::MAX_BODY_BYTES)
@@ -61,33 +113,34 @@ async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiErr
             message: format!("the body is larger than {} bytes", api::MAX_BODY_BYTES),
         })?;
     let emits = api::parse_emit(&body, &state.config)?;
-    let mut delivered = Vec::with_capacity(emits.len());
+    let mut results = Vec::with_capacity(emits.len());
     for emit in emits {
+        let channel = emit.channel.clone();
+        let wait = emit
+            .ack_timeout
+            .map_or(ACK_GRACE, |ms| Duration::from_millis(ms) + ACK_GRACE);
         let (reply, answer) = oneshot::channel();
         let command = Command::Emit {
-            emit: Box::new(emit.to_server_emit()),
+            emit: Box::new(emit),
             reply,
         };
         // A channel without a live task has no sockets: nothing to deliver, nothing to start.
-        let count = if state.registry.send_if_live(&emit.channel, command).await {
-            match answer.await {
-                Ok(Ok(emitted)) => emitted.delivered,
-                Ok(Err(error)) => {
-                    return Err(ApiError {
-                        status: 400,
-                        code: "invalid_request",
-                        field: None,
-                        message: error.to_string(),
-                    });
-                }
-                Err(_) => 0,
+        let result = if state.registry.send_if_live(&channel, command).await {
+            match tokio::time::timeout(wait, answer).await {
+                Ok(Ok(Ok(result))) => result,
+                Ok(Ok(Err(error))) => return Err(ApiError::refused_emit(&error)),
+                // The channel's task ended first (it had gone idle); it reached no one.
+                Ok(Err(_)) | Err(_) => ChannelEmitResult::default(),
             }
         } else {
-            0
+            ChannelEmitResult {
+                delivered: 0,
+                acks: None,
+            }
         };
-        delivered.push((emit.channel, count));
+        results.push((channel, result));
     }
-    Ok(api::emit_response(&delivered))
+    Ok(api::emit_response(&results))
 }
 
 async fn channel_info(state: &AppState, channel: String) -> Result<HttpResponse, ApiError> {

@@ -2,10 +2,11 @@
 //!
 //! Switchboard as a tokio server. The moving parts:
 //!
-//! - [`transport`]: axum handlers for `/socket.io/<channel>/` (and `/engine.io/` when configured).
-//!   Polling requests and WebSocket messages are parsed just enough to be handed to their channel.
-//!   Each WebSocket has one small task that reads from the socket and writes what its channel
-//!   queued for it, everything queued at once in one system call.
+//! - [`transport`]: the Engine.IO endpoints, `/socket.io/<channel>/` (and `/engine.io/` when
+//!   configured). Polling requests and WebSocket messages are parsed just enough to be handed to
+//!   their channel. Each WebSocket has one small task that reads from the socket and writes what
+//!   its channel queued for it, everything queued at once in one system call.
+//! - [`api`]: the backend's HTTP API, socket.io-client's bundle, and the static folder.
 //! - [`actor`]: one task per live channel owning a core [`switchboard_core::channel::Channel`]; it
 //!   feeds inputs with the current time, runs timers, and routes outputs back to connections.
 //! - [`websocket_io`]: the byte stream under a WebSocket, where broadcasts are written as frames
@@ -13,10 +14,12 @@
 //! - [`outbox`]: the bounded queue from a channel to one WebSocket; a connection that lets it fill
 //!   up is dropped as too slow, so one stalled client never holds up the others.
 //! - [`settings`]: configuration from `wrangler.toml` `[vars]`, environment overrides, or the
-//!   embedded default.
+//!   embedded default, and the static folder of its `[assets]`.
 //!
-//! [`serve`] runs the server until a shutdown future resolves, then closes every session so clients
-//! reconnect elsewhere, and waits for in-flight requests to finish.
+//! Every request goes through one handler, [`front_door`], which asks core where it goes, as the
+//! Worker does on the edge. [`serve`] runs the server until a shutdown future resolves, then closes
+//! every session so clients reconnect elsewhere, and waits for in-flight requests and WebSocket
+//! tasks to finish.
 
 pub mod actor;
 pub mod api;
@@ -27,57 +30,89 @@ pub mod transport;
 pub mod websocket_io;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::any;
+use axum::extract::{Request, State};
+use axum::response::Response;
 use switchboard_core::config::Config;
+use switchboard_core::http::{self as core_http, Route};
 use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 use crate::actor::Registry;
-use crate::transport::{AppState, engine_endpoint};
 
 /// How long shutdown waits for open requests and connections before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The HTTP application.
-pub fn app(config: Arc<Config>, registry: Arc<Registry>, api_secret: Option<Arc<str>>) -> Router {
+/// What a server is started with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: Arc<Config>,
+    /// The bearer secret of the HTTP API (`None` disables it).
+    pub api_secret: Option<Arc<str>>,
+    /// The static folder served for every path nothing else answers (`[assets] directory`).
+    pub assets: Option<PathBuf>,
+    /// Tracks the WebSocket tasks, which the HTTP server no longer sees once upgraded; shutdown
+    /// waits for them to deliver their close frames. Pass a clone to count them from outside.
+    pub websockets: TaskTracker,
+}
+
+impl Options {
+    pub fn new(config: Arc<Config>, api_secret: Option<Arc<str>>) -> Self {
+        Self {
+            config,
+            api_secret,
+            assets: None,
+            websockets: TaskTracker::new(),
+        }
+    }
+}
+
+/// Shared state of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub api_secret: Option<Arc<str>>,
+    pub assets: Option<Arc<PathBuf>>,
+    pub websockets: TaskTracker,
+}
+
+/// The HTTP application: every request goes to [`front_door`].
+pub fn app(options: &Options, registry: Arc<Registry>) -> Router {
     let state = AppState {
-        config,
+        config: options.config.clone(),
         registry,
-        api_secret,
+        api_secret: options.api_secret.clone(),
+        assets: options.assets.clone().map(Arc::new),
+        websockets: options.websockets.clone(),
     };
-    Router::new()
-        .route("/", any(api::api_endpoint))
-        .route("/index.html", any(api::api_endpoint))
-        .route("/chat.js", any(api::api_endpoint))
-        .route("/chat.css", any(api::api_endpoint))
-        .route("/socket.io/socket.io.js", any(api::api_endpoint))
-        .route("/emit", any(api::api_endpoint))
-        .route("/healthz", any(api::api_endpoint))
-        .route("/channels", any(api::api_endpoint))
-        .route("/channels/", any(api::api_endpoint))
-        .route("/channels/{*rest}", any(api::api_endpoint))
-        .route("/__debug/{*rest}", any(api::api_endpoint))
-        .route("/socket.io", any(engine_endpoint))
-        .route("/socket.io/", any(engine_endpoint))
-        .route("/socket.io/{*rest}", any(engine_endpoint))
-        .route("/engine.io", any(engine_endpoint))
-        .route("/engine.io/", any(engine_endpoint))
-        .with_state(state)
+    Router::new().fallback(front_door).with_state(state)
+}
+
+/// Where every request goes: core decides by the path, as the Worker does on the edge.
+pub async fn front_door(State(state): State<AppState>, request: Request) -> Response {
+    match core_http::route(request.uri().path()) {
+        Route::Channel(_) | Route::EngineEcho | Route::BadChannelName(_) => {
+            transport::engine_endpoint(state, request).await
+        }
+        Route::NotFound => api::static_file(&state, request).await,
+        route => api::api_endpoint(&state, route, request).await,
+    }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then closes all sessions gracefully.
-/// `api_secret` authenticates the HTTP API (`None` disables it).
 pub async fn serve(
     listener: TcpListener,
-    config: Arc<Config>,
-    api_secret: Option<Arc<str>>,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = Registry::new();
-    let app = app(config, registry.clone(), api_secret);
+    let websockets = options.websockets.clone();
+    let app = app(&options, registry.clone());
     let (closing_tx, closing_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
@@ -96,10 +131,15 @@ pub async fn serve(
     // Upgraded connections are not tracked by the HTTP server: wait for the WebSocket tasks to
     // deliver their close frames before the runtime goes away.
     let grace = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    while transport::OPEN_WEBSOCKETS.load(std::sync::atomic::Ordering::Acquire) > 0
-        && tokio::time::Instant::now() < grace
+    websockets.close();
+    if tokio::time::timeout_at(grace, websockets.wait())
+        .await
+        .is_err()
     {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tracing::warn!(
+            open = websockets.len(),
+            "WebSockets still open after the grace period"
+        );
     }
     match tokio::time::timeout_at(grace, server).await {
         Ok(Ok(result)) => result,

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use switchboard_core::api::API_SECRET_VAR;
 use switchboard_core::auth::JWT_SECRET_VAR;
+use switchboard_native::Options;
 use switchboard_native::settings::{self, Source};
 use tracing_subscriber::EnvFilter;
 
@@ -42,7 +43,11 @@ async fn main() -> anyhow::Result<()> {
 
     let required = cli.config.is_some();
     let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let (config, source) = settings::load(&path, cli.environment.as_deref(), required, |key| {
+    let settings::Loaded {
+        config,
+        source,
+        assets,
+    } = settings::load(&path, cli.environment.as_deref(), required, |key| {
         std::env::var(key).ok()
     })?;
     match &source {
@@ -83,14 +88,13 @@ async fn main() -> anyhow::Result<()> {
             secret
         }
     };
+    if let Some(folder) = &assets {
+        tracing::info!(folder = %folder.display(), "serving the static folder of [assets]");
+    }
     tracing::info!("switchboard listening on http://{address}");
-    switchboard_native::serve(
-        listener,
-        Arc::new(config),
-        Some(Arc::from(api_secret)),
-        shutdown_signal(),
-    )
-    .await?;
+    let mut options = Options::new(Arc::new(config), Some(Arc::from(api_secret)));
+    options.assets = assets;
+    switchboard_native::serve(listener, options, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

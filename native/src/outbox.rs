@@ -16,8 +16,31 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::actor::Outbound;
+use bytes::Bytes;
+
 use crate::buffers::QuietStreak;
+
+/// What a WebSocket task receives from its channel.
+#[derive(Debug)]
+pub enum Outbound {
+    /// One packet as complete WebSocket frames, encoded once per broadcast and shared by all
+    /// recipients (see [`crate::websocket_io`]).
+    Frames(Bytes),
+    Close {
+        code: u16,
+        reason: &'static str,
+    },
+}
+
+impl Outbound {
+    /// Payload bytes this puts on the wire, counted against the connection's queue limit.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Outbound::Frames(frames) => frames.len(),
+            Outbound::Close { reason, .. } => reason.len(),
+        }
+    }
+}
 
 /// Packets a WebSocket may have queued before it counts as too slow.
 pub const OUTBOUND_QUEUE: usize = 1024;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -16,9 +16,9 @@ use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use switchboard_core::channel::ConnId;
-use switchboard_core::config::{ChannelPolicy, Config};
+use switchboard_core::config::ChannelPolicy;
 use switchboard_core::http::{
-    self as core_http, EngineError, HttpResponse, Method, Route, TransportKind,
+    self as core_http, EngineError, EngineRequestHead, HttpResponse, Method, TransportKind,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
@@ -28,54 +28,28 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::actor::{Command, Outbound, Registry, next_conn_id};
-use crate::outbox::{OutboxReceiver, outbox};
+use crate::AppState;
+use crate::actor::{Command, Registry, next_conn_id};
+use crate::outbox::{Outbound, OutboxReceiver, outbox};
 use crate::websocket_io::WebSocketIo;
 
-/// Shared state of the HTTP server.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
-    /// The bearer secret of the HTTP API.
-    pub api_secret: Option<Arc<str>>,
-}
-
-/// Registry key of the raw Engine.IO echo endpoint; channel names never start with '/'.
-const ENGINE_ECHO_KEY: &str = "/engine.io";
-
-/// Every Engine.IO request, polling or WebSocket, on any channel.
-pub async fn engine_endpoint(State(state): State<AppState>, request: Request) -> Response {
-    let path = request.uri().path().to_string();
-    let (key, policy) = match core_http::route(&path) {
-        Route::Channel(channel) => match state.config.policy_for(&channel) {
-            Some(policy) => (channel, policy.clone()),
-            None => return to_axum(core_http::unknown_channel_response(&channel)),
-        },
-        Route::EngineEcho => match state.config.engine_echo() {
-            Some(policy) => (ENGINE_ECHO_KEY.to_string(), policy.clone()),
-            None => return StatusCode::NOT_FOUND.into_response(),
-        },
-        Route::BadChannelName(problem) => {
-            return to_axum(core_http::bad_channel_response(&problem));
-        }
-        _ => return StatusCode::NOT_FOUND.into_response(),
-    };
+/// Every Engine.IO request, polling or WebSocket, on any channel: core's front door decides
+/// whether it reaches its channel.
+pub async fn engine_endpoint(state: AppState, request: Request) -> Response {
     let origin = header_text(request.headers(), header::ORIGIN);
     let method = Method::parse(request.method().as_str());
-    if method == Method::Options {
-        return to_axum(core_http::preflight_response(&policy, origin.as_deref()));
-    }
-    if let Err(error) = core_http::check_origin(&policy, origin.as_deref()) {
-        return to_axum(error.response());
-    }
-    let query = match core_http::parse_engine_query(request.uri().query()) {
-        Ok(query) => query,
-        Err(error) => {
-            let cors = core_http::cors_headers(&policy, origin.as_deref());
-            return to_axum(error.response().with_headers(cors));
-        }
+    let head = EngineRequestHead {
+        path: request.uri().path(),
+        method,
+        origin: origin.as_deref(),
+        query: request.uri().query(),
+        websocket_upgrade: has_token(request.headers(), header::UPGRADE, "websocket"),
     };
+    let admission = match core_http::admit_engine_request(&state.config, &head) {
+        Ok(admission) => admission,
+        Err(response) => return to_axum(response),
+    };
+    let (key, policy, query) = (admission.key, admission.policy, admission.query);
     match query.transport {
         TransportKind::WebSocket => websocket(request, state, key, policy, query.sid),
         TransportKind::Polling => {
@@ -166,7 +140,8 @@ fn websocket(
         }
     };
     let upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
+    let tracker = state.websockets.clone();
+    tracker.spawn(async move {
         // Fulfilled once the 101 below is written; fails if the client left first.
         let Ok(upgraded) = upgrade.await else {
             return;
@@ -196,22 +171,24 @@ enum Handshake {
     WrongVersion,
 }
 
+/// Whether header `name` lists `token` (comma-separated, any case).
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value.to_str().is_ok_and(|value| {
+            value
+                .split(',')
+                .any(|item| item.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
 /// Checks a WebSocket handshake request (RFC 6455 section 4.2.1).
 fn handshake(request: &Request) -> Handshake {
     let headers = request.headers();
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers.get_all(name).iter().any(|value| {
-            value.to_str().is_ok_and(|value| {
-                value
-                    .split(',')
-                    .any(|item| item.trim().eq_ignore_ascii_case(token))
-            })
-        })
-    };
     let upgrade = request.method() == axum::http::Method::GET
         && request.version() == axum::http::Version::HTTP_11
-        && has_token(header::CONNECTION, "upgrade")
-        && has_token(header::UPGRADE, "websocket")
+        && has_token(headers, header::CONNECTION, "upgrade")
+        && has_token(headers, header::UPGRADE, "websocket")
         // hyper can hand the connection over (it cannot for some requests, e.g. HTTP/2).
         && request
             .extensions()
@@ -253,24 +230,6 @@ fn websocket_config(policy: &ChannelPolicy) -> WebSocketConfig {
         .max_frame_size(Some(max_message))
 }
 
-/// WebSocket tasks still running; shutdown waits for them to send their close frames.
-pub static OPEN_WEBSOCKETS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-struct OpenWebSocket;
-
-impl OpenWebSocket {
-    fn new() -> Self {
-        OPEN_WEBSOCKETS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        OpenWebSocket
-    }
-}
-
-impl Drop for OpenWebSocket {
-    fn drop(&mut self) {
-        OPEN_WEBSOCKETS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
 type Socket = WebSocketStream<WebSocketIo<TokioIo<Upgraded>>>;
 
 /// One task per WebSocket: forwards incoming messages to the channel and writes what it sends back.
@@ -285,7 +244,6 @@ async fn run_websocket(
     policy: &Arc<ChannelPolicy>,
     sid: Option<String>,
 ) {
-    let _open = OpenWebSocket::new();
     let conn = next_conn_id();
     let (outbound, mut from_channel) = outbox();
     let open = Command::WsOpen {

@@ -2,43 +2,41 @@
 //! channel exists). Protocol behaviour is covered by the conformance suite in `tests/`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use switchboard_core::config::Config;
-use switchboard_native::transport::OPEN_WEBSOCKETS;
+use switchboard_native::Options;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Tests that open WebSockets run one at a time: one of them counts the process's open WebSockets.
-static WEBSOCKET_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 struct Server {
     address: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// This server's WebSocket tasks.
+    websockets: tokio_util::task::TaskTracker,
 }
 
 async fn start() -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let config = Arc::new(Config::embedded_default());
-    let task = tokio::spawn(switchboard_native::serve(
-        listener,
-        config,
+    let options = Options::new(
+        Arc::new(Config::embedded_default()),
         Some(Arc::from("test-secret")),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    );
+    let websockets = options.websockets.clone();
+    let task = tokio::spawn(switchboard_native::serve(listener, options, async {
+        let _ = stopped.await;
+    }));
     Server {
         address,
         stop: Some(stop),
         task,
+        websockets,
     }
 }
 
@@ -98,7 +96,6 @@ async fn unknown_channels_are_refused_before_any_state_exists() {
 
 #[tokio::test]
 async fn shutdown_closes_websockets_and_returns() {
-    let _alone = WEBSOCKET_TESTS.lock().await;
     let mut server = start().await;
     let mut socket = join(server.address, "chats/1").await;
 
@@ -137,7 +134,6 @@ async fn emit(address: std::net::SocketAddr, body: &str) -> String {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_the_others_get_everything() {
-    let _alone = WEBSOCKET_TESTS.lock().await;
     let server = start().await;
     let mut reader = join(server.address, "chats/slow").await;
     // The slow client takes little into its kernel buffer and then reads nothing at all.
@@ -187,7 +183,7 @@ async fn a_client_that_stops_reading_is_dropped_and_the_others_get_everything() 
 
     // The slow client was let go. Its task, blocked writing to a client that reads nothing, gives up
     // after a short grace: only the reader's connection is left.
-    let open = || OPEN_WEBSOCKETS.load(Ordering::Acquire);
+    let open = || server.websockets.len();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while open() > 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -230,7 +226,6 @@ async fn websocket_handshakes_follow_rfc_6455() {
 
 #[tokio::test]
 async fn a_close_from_the_client_is_answered() {
-    let _alone = WEBSOCKET_TESTS.lock().await;
     let server = start().await;
     let tcp = TcpStream::connect(server.address).await.unwrap();
     let mut socket = open_websocket(tcp, "chats/1").await;
@@ -252,7 +247,6 @@ async fn a_close_from_the_client_is_answered() {
 
 #[tokio::test]
 async fn a_crowded_channel_keeps_every_client() {
-    let _alone = WEBSOCKET_TESTS.lock().await;
     let server = start().await;
     // Everyone sends at once, far more than the channel's queue holds, and everyone reads.
     const CLIENTS: usize = 100;

@@ -1,9 +1,9 @@
-// The chat example and the plain tutorial page in headless Chromium (Debian's package, driven by
-// playwright-core), against the server running the default configuration.
+// The chat example and the plain tutorial page, both served from the static folder (public/), in
+// headless Chromium (Debian's package, driven by playwright-core), against the server running the
+// default configuration.
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { chromium } from "playwright-core";
@@ -95,13 +95,12 @@ describe("chat example", () => {
 });
 
 describe("the plain Socket.IO chat tutorial", () => {
-  test("its unmodified client code works against the default channel", async (t) => {
-    // The tutorial's page, served as if by the server itself, so that io() connects there.
-    const html = readFileSync(path.join(HERE, "tutorial.html"), "utf8");
+  test("its unmodified page, served from the static folder, works against the default channel", async (t) => {
+    // public/tutorial/index.html, served by the server itself (Workers Static Assets on the edge),
+    // loads /socket.io/socket.io.js and connects with a plain io().
     const open = async () => {
       const page = await newPage(t);
-      await page.route(`${DEFAULT_URL}/tutorial.html`, (route) => route.fulfill({ contentType: "text/html", body: html }));
-      await page.goto(`${DEFAULT_URL}/tutorial.html`);
+      await page.goto(`${DEFAULT_URL}/tutorial/`);
       await page.waitForFunction(() => window.socket?.connected === true || (typeof socket !== "undefined" && socket.connected));
       return page;
     };

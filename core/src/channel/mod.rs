@@ -125,9 +125,21 @@ pub enum Output {
         args: Value,
         attachments: Vec<Bytes>,
     },
-    /// Socket `socket` will never answer a server emit that asked for an acknowledgement: it timed
-    /// out or the socket went away.
-    AckUnanswered { token: u64, socket: String },
+    /// Socket `socket` will never answer a server emit that asked for an acknowledgement.
+    AckUnanswered {
+        token: u64,
+        socket: String,
+        reason: AckFailure,
+    },
+}
+
+/// Why an acknowledgement will never come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckFailure {
+    /// Not within the emit's timeout.
+    Timeout,
+    /// The socket went away first.
+    Disconnected,
 }
 
 /// Why a session ended. Hosts may log it; clients see the matching close or disconnect.

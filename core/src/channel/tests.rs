@@ -398,8 +398,81 @@ fn acks_flow_in_both_directions() {
     h.advance(260);
     assert!(h.outputs().contains(&Output::AckUnanswered {
         token: 78,
-        socket: socket.clone()
+        socket: socket.clone(),
+        reason: AckFailure::Timeout,
     }));
+}
+
+#[test]
+fn an_emit_to_a_room_asks_each_socket_for_its_ack_with_one_shared_frame() {
+    let mut h = Harness::relay(RelayMode::All);
+    let a = h.connect(1, "/");
+    let b = h.connect(2, "/");
+    let c = h.connect(3, "/");
+    for conn in 1..=3 {
+        h.text(conn, r#"42["switchboard:join","team"]"#);
+    }
+    // b has used ack id 0 already: the shared id is one none of them has used.
+    h.channel
+        .emit_with_ack("/", &b, json!(["warm-up"]), Vec::new(), 1, 60_000, h.now)
+        .unwrap();
+    h.text(2, r#"430[]"#);
+    h.outputs();
+
+    let emitted = h
+        .channel
+        .emit(
+            ServerEmit {
+                namespace: "/".into(),
+                args: json!(["vote?"]),
+                rooms: vec!["team".into()],
+                ack: Some(AckRequest {
+                    token: 7,
+                    timeout_ms: 500,
+                }),
+                ..ServerEmit::default()
+            },
+            h.now,
+        )
+        .unwrap();
+    assert_eq!(emitted.delivered, 3);
+    let mut awaiting = emitted.awaiting_ack.clone();
+    awaiting.sort();
+    let mut expected = vec![a.clone(), b.clone(), c.clone()];
+    expected.sort();
+    assert_eq!(awaiting, expected);
+    let out = h.outputs();
+    let shared = deliveries(&out);
+    assert_eq!(shared.len(), 3);
+    assert!(shared.iter().all(|(_, f)| Arc::ptr_eq(f, &shared[0].1)));
+    assert_eq!(texts(&out, 1), vec![r#"421["vote?"]"#]);
+
+    let mut collector = crate::api::AckCollector::new(7, 3, emitted.awaiting_ack);
+    // a answers, c goes away, b stays silent.
+    h.text(1, r#"431["yes"]"#);
+    h.channel.handle_ws_closed(3, h.now);
+    for output in h.outputs() {
+        collector.record(&output);
+    }
+    assert!(!collector.is_complete());
+    h.text(2, "3");
+    h.advance(250);
+    h.text(2, "3");
+    h.advance(250);
+    for output in h.outputs() {
+        collector.record(&output);
+    }
+    assert!(collector.is_complete());
+    let result = collector.finish();
+    let by_socket: std::collections::BTreeMap<_, _> = result
+        .acks
+        .unwrap()
+        .into_iter()
+        .map(|answer| (answer.socket.clone(), answer))
+        .collect();
+    assert_eq!(by_socket[&a].args, Some(json!(["yes"])));
+    assert_eq!(by_socket[&b].error.as_deref(), Some("timeout"));
+    assert_eq!(by_socket[&c].error.as_deref(), Some("disconnected"));
 }
 
 #[test]

@@ -21,8 +21,8 @@ use serde_json::Value;
 use super::engine::{Engine, SessionKey};
 use super::timers::TimerQueue;
 use super::{
-    CloseReason, EmitError, Emitted, FastMap, Frames, NamespaceOccupancy, Occupancy, Output,
-    ServerEmit, SessionSnapshot, SocketSnapshot,
+    AckFailure, CloseReason, EmitError, Emitted, FastMap, Frames, NamespaceOccupancy, Occupancy,
+    Output, ServerEmit, SessionSnapshot, SocketSnapshot,
 };
 use crate::auth::{self, Grant};
 use crate::behaviour::{Action, Audience, Behaviour, ConnectDecision, IncomingEvent, SocketView};
@@ -179,6 +179,7 @@ impl SocketLayer {
                         engine.push_output(Output::AckUnanswered {
                             token: ack.token,
                             socket: id.clone(),
+                            reason: AckFailure::Timeout,
                         });
                     }
                     keep
@@ -362,6 +363,7 @@ impl SocketLayer {
             engine.push_output(Output::AckUnanswered {
                 token: pending.token,
                 socket: socket.id.clone(),
+                reason: AckFailure::Disconnected,
             });
         }
         if let Some(ns) = self.namespaces.get_mut(namespace) {

@@ -1,0 +1,58 @@
+//! The Worker's calls to a channel's Durable Object, defined once for both ends.
+//!
+//! The Worker sends a [`Call`] as the JSON body of a POST to [`path`] on the object; the object
+//! answers 200 with the call's JSON result, or with the API error a native server would give, which
+//! the Worker passes on unchanged. Clients never reach these paths: the Worker forwards only
+//! Engine.IO requests to objects.
+
+use serde::{Deserialize, Serialize};
+use switchboard_core::api::ChannelEmit;
+
+/// Path prefix of the internal calls.
+pub const PREFIX: &str = "/__internal/";
+
+/// The path of a call to `channel`'s object (the channel is there for logs; the body says what).
+pub fn path(channel: &str) -> String {
+    format!("{PREFIX}{channel}")
+}
+
+/// What the Worker asks of a channel's object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum Call {
+    /// A server emit; answers a [`switchboard_core::api::ChannelEmitResult`].
+    Emit { emit: ChannelEmit },
+    /// Answers the channel's [`switchboard_core::channel::Occupancy`].
+    Occupancy,
+    /// Test-only: forget the channel's memory and rebuild it from the sockets' attachments, as
+    /// after hibernation; answers `{"rebuilt_sessions": n}`.
+    Rebuild,
+    /// Test-only: the object's wake-ups by kind; answers them as JSON.
+    Stats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_survive_the_trip() {
+        for call in [Call::Occupancy, Call::Rebuild, Call::Stats] {
+            let text = serde_json::to_string(&call).unwrap();
+            assert_eq!(serde_json::from_str::<Call>(&text).unwrap(), call);
+        }
+        let emit = Call::Emit {
+            emit: ChannelEmit {
+                channel: "chats/1".into(),
+                namespace: "/".into(),
+                args: serde_json::json!(["m", 1]),
+                rooms: vec!["r".into()],
+                except: Vec::new(),
+                ack_timeout: Some(100),
+            },
+        };
+        let text = serde_json::to_string(&emit).unwrap();
+        assert!(text.starts_with(r#"{"call":"emit""#), "{text}");
+        assert_eq!(serde_json::from_str::<Call>(&text).unwrap(), emit);
+    }
+}
