@@ -14,7 +14,41 @@ COLOURS = {"switchboard": "#2f6feb", "socketioxide": "#d97706", "socket.io": "#6
 
 def load(path):
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    # With several rounds (ROUNDS=n), the last row of each (server, test) stands for it in the tables.
     return {(row["server"], row["test"]): row for row in rows}, rows
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def before_after(rows):
+    """The change's cost: this code against BEFORE_BIN's, medians over the alternating rounds."""
+    measures = [("idle", "bytes_per_connection", "idle RSS per connection", 1 / 1024, "KB"),
+                ("fanout-1000", "server_cpu_ns_per_delivery", "server CPU per delivery, 1,000 clients", 1, "ns"),
+                ("fanout-10000", "server_cpu_ns_per_delivery", "server CPU per delivery, 10,000 clients", 1, "ns"),
+                ("fanout-1000", "deliveries_per_second", "fan-out deliveries/s, 1,000 clients", 1, "/s"),
+                ("emit-1000", "server_cpu_ns_per_delivery", "server CPU per delivery, POST /emit", 1, "ns")]
+    md = []
+    for test, field, label, scale, unit in measures:
+        def values(server):
+            return [r.get(field) for r in rows if r["server"] == server and r["test"] == test]
+        after, before = values("switchboard"), values("switchboard-before")
+        if not after or not before or median(before) in (None, 0):
+            continue
+        a, b = median(after), median(before)
+        md.append(f"| {label} | {b * scale:,.1f} {unit} | {a * scale:,.1f} {unit} | {a / b:.2f}× | "
+                  f"{', '.join(f'{v * scale:,.0f}' for v in before if v is not None)} → "
+                  f"{', '.join(f'{v * scale:,.0f}' for v in after if v is not None)} |")
+    if not md:
+        return []
+    return ["## This change against the code before it (same run, alternating)", "",
+            "| measure | before | after | after / before | every round (before → after) |",
+            "|---|---|---|---|---|"] + md + [""]
 
 
 def bar_chart(title, unit, values, path, lower_is_better=False):
@@ -74,6 +108,8 @@ def main(results, out_dir, machine):
             return None
         value = row.get(field)
         return value.get(sub) if sub and isinstance(value, dict) else value
+
+    md += before_after(rows)
 
     # Idle memory.
     idle = [(s, get(s, "idle", "bytes_per_connection")) for s in SERVERS]

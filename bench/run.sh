@@ -5,6 +5,12 @@
 #
 #   bash bench/run.sh            (QUICK=1 for a short smoke run)
 #
+# A change's cost, against the code before it, in the same run:
+#   BEFORE_BIN=<switchboard binary built from the earlier commit> ROUNDS=3 bash bench/run.sh
+# measures that binary too ("switchboard-before"), alternating with this one ROUNDS times, and the
+# report gives after/before ratios of server CPU per delivery and idle memory. ONLY_SWITCHBOARD=1
+# skips the peers and the edge.
+#
 # Every run is bounded: fixed client counts, fixed durations, servers stopped at the end.
 set -euo pipefail
 
@@ -79,10 +85,23 @@ measure() { # name port driver-supports-idle
 
 # Each server fresh, alone on the machine, same load.
 TMP_CWD="$(mktemp -d)" # no wrangler.toml there: Switchboard runs its embedded default (chats/:id)
-step "switchboard (native)"
-start_server switchboard 4100 env -C "$TMP_CWD" API_SECRET=bench-secret RUST_LOG=warn "$ROOT/target/release/switchboard" --port 4100
-measure switchboard 4100
-stop_server
+run_switchboard() { # name binary
+    step "$1 (native)"
+    start_server "$1" 4100 env -C "$TMP_CWD" API_SECRET=bench-secret RUST_LOG=warn "$2" --port 4100
+    measure "$1" 4100
+    stop_server
+}
+for _ in $(seq 1 "${ROUNDS:-1}"); do
+    run_switchboard switchboard "$ROOT/target/release/switchboard"
+    if [ -n "${BEFORE_BIN:-}" ]; then
+        run_switchboard switchboard-before "$BEFORE_BIN"
+    fi
+done
+if [ -n "${ONLY_SWITCHBOARD:-}" ]; then
+    step "report"
+    python3 bench/report.py "$RESULTS" "$ROOT/target/bench/report" "$(nproc) cores, $(date -u +%Y-%m-%d)"
+    exit 0
+fi
 
 step "socketioxide"
 start_server socketioxide 4101 "$ROOT/bench/peers/socketioxide/target/release/bench-peer-socketioxide" --port 4101

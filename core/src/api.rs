@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::behaviour::RESERVED_PREFIX;
-use crate::channel::{AckFailure, AckRequest, EmitError, Occupancy, Output, ServerEmit};
+use crate::channel::{AckFailure, AckRequest, Channel, EmitError, Occupancy, Output, ServerEmit};
 use crate::config::{Config, validate_channel_name};
 use crate::http::{HttpResponse, Method, Route};
 use crate::socketio::RESERVED_EVENTS;
@@ -515,6 +515,92 @@ fn contains_placeholder(values: &[Value]) -> bool {
         Value::Array(items) => contains_placeholder(items),
         _ => false,
     })
+}
+
+/// Where a `POST /emit` stands on one channel once the channel has done its part.
+#[derive(Debug)]
+pub enum EmitProgress {
+    /// Answered: the sockets reached (and, for an emit that asked for acknowledgements from no
+    /// one, an empty list of them), or the channel's refusal.
+    Done(Result<ChannelEmitResult, ApiError>),
+    /// Waiting for acknowledgements; feed the channel's outputs to an [`AckWaits`].
+    AwaitingAcks(AckCollector),
+}
+
+/// Emits `emit` into `channel`, as a host does for `POST /emit`. `tokens` hands out the names of
+/// the emits that wait for acknowledgements; a host keeps one per channel.
+pub fn start_emit(
+    channel: &mut Channel,
+    tokens: &mut EmitTokens,
+    emit: &ChannelEmit,
+    now: u64,
+) -> EmitProgress {
+    let token = tokens.next();
+    match channel.emit(emit.to_server_emit(token), now) {
+        Err(error) => EmitProgress::Done(Err(ApiError::refused_emit(&error))),
+        Ok(emitted) if emit.ack_timeout.is_none() => EmitProgress::Done(Ok(ChannelEmitResult {
+            delivered: emitted.delivered,
+            acks: None,
+        })),
+        Ok(emitted) => {
+            let collector = AckCollector::new(token, emitted.delivered, emitted.awaiting_ack);
+            if collector.is_complete() {
+                EmitProgress::Done(Ok(collector.finish()))
+            } else {
+                EmitProgress::AwaitingAcks(collector)
+            }
+        }
+    }
+}
+
+/// Names for the emits of one channel that wait for acknowledgements.
+#[derive(Debug, Default)]
+pub struct EmitTokens(u64);
+
+impl EmitTokens {
+    fn next(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+/// The emits of one channel waiting for acknowledgements, each with what its host answers it
+/// through (`R`, a reply channel).
+#[derive(Debug)]
+pub struct AckWaits<R> {
+    waiting: Vec<(AckCollector, R)>,
+}
+
+impl<R> Default for AckWaits<R> {
+    fn default() -> Self {
+        Self {
+            waiting: Vec::new(),
+        }
+    }
+}
+
+impl<R> AckWaits<R> {
+    pub fn push(&mut self, collector: AckCollector, reply: R) {
+        self.waiting.push((collector, reply));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Takes in an output of the channel. When it completes an emit, returns that emit's result
+    /// and reply, for the host to answer.
+    pub fn record(&mut self, output: &Output) -> Option<(ChannelEmitResult, R)> {
+        let index = self
+            .waiting
+            .iter_mut()
+            .position(|(collector, _)| collector.record(output))?;
+        if !self.waiting[index].0.is_complete() {
+            return None;
+        }
+        let (collector, reply) = self.waiting.swap_remove(index);
+        Some((collector.finish(), reply))
+    }
 }
 
 /// The `POST /emit` answer: the total and each channel's delivered count (and acknowledgements).

@@ -2,10 +2,10 @@
 //!
 //! Switchboard on Cloudflare Workers. Two parts, both thin:
 //!
-//! - the **Worker** ([`router`]) is stateless: it reads the configuration from the environment
+//! - the **Worker** (`router`) is stateless: it reads the configuration from the environment
 //!   (`wrangler.toml` `[vars]`), refuses what no channel pattern matches and what Engine.IO would refuse
 //!   anyway, and forwards the rest to the Durable Object named after the channel;
-//! - the **Durable Object** ([`object::ChannelObject`]) holds one core
+//! - the **Durable Object** (`object::ChannelObject`) holds one core
 //!   [`switchboard_core::channel::Channel`]: it feeds it requests, WebSocket messages and alarms with the
 //!   current time and carries out its outputs. WebSockets use the Hibernation API; each one's session
 //!   snapshot is its attachment, so a woken object rebuilds the channel (rooms, namespaces, acks in

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use switchboard_core::api::{AckCollector, ApiError, ChannelEmitResult};
+use switchboard_core::api::{self, AckWaits, ChannelEmitResult, EmitProgress, EmitTokens};
 use switchboard_core::channel::{Channel, ConnId, Frames, Output, RandomSource, WsAdmission};
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::http::{
@@ -98,8 +98,8 @@ struct Live {
     /// Polling requests waiting for their answer.
     waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
     /// API emits waiting for their acknowledgements.
-    acks: Vec<(AckCollector, EmitReply)>,
-    next_ack_token: u64,
+    acks: AckWaits<EmitReply>,
+    emit_tokens: EmitTokens,
     next_conn: ConnId,
 }
 
@@ -380,24 +380,19 @@ impl ChannelObject {
                     let Some(live) = guard.as_mut() else {
                         return HttpResponse::text(503, "channel unavailable");
                     };
-                    let token = live.next_ack_token;
-                    live.next_ack_token += 1;
-                    match live.channel.emit(emit.to_server_emit(token), now_ms()) {
-                        Err(error) => return ApiError::refused_emit(&error).response(),
-                        Ok(emitted) if emit.ack_timeout.is_none() => Err(ChannelEmitResult {
-                            delivered: emitted.delivered,
-                            acks: None,
-                        }),
-                        Ok(emitted) => {
-                            let collector =
-                                AckCollector::new(token, emitted.delivered, emitted.awaiting_ack);
-                            if collector.is_complete() {
-                                Err(collector.finish())
-                            } else {
-                                let (reply, answer) = oneshot::channel();
-                                live.acks.push((collector, reply));
-                                Ok(answer)
-                            }
+                    let Live {
+                        channel,
+                        emit_tokens,
+                        acks,
+                        ..
+                    } = live;
+                    match api::start_emit(channel, emit_tokens, &emit, now_ms()) {
+                        EmitProgress::Done(Err(error)) => return error.response(),
+                        EmitProgress::Done(Ok(result)) => Err(result),
+                        EmitProgress::AwaitingAcks(collector) => {
+                            let (reply, answer) = oneshot::channel();
+                            acks.push(collector, reply);
+                            Ok(answer)
                         }
                     }
                 };
@@ -515,8 +510,8 @@ impl ChannelObject {
             channel,
             sockets: live_sockets,
             waiting: HashMap::new(),
-            acks: Vec::new(),
-            next_ack_token: 1,
+            acks: AckWaits::default(),
+            emit_tokens: EmitTokens::default(),
             next_conn: plan.next_conn,
         });
     }
@@ -669,7 +664,9 @@ impl ChannelObject {
                         }
                         ref
                         answer @ (Output::AckReceived { .. } | Output::AckUnanswered { .. }) => {
-                            record_ack(&mut live.acks, answer);
+                            if let Some((result, reply)) = live.acks.record(answer) {
+                                let _ = reply.send(result);
+                            }
                         }
                     }
                 }
@@ -723,20 +720,6 @@ impl ChannelObject {
                 alarm_at.set(None);
             }
         });
-    }
-}
-
-/// Hands an acknowledgement to the API emit waiting for it, and answers that emit once complete.
-fn record_ack(acks: &mut Vec<(AckCollector, EmitReply)>, answer: &Output) {
-    let Some(index) = acks
-        .iter_mut()
-        .position(|(collector, _)| collector.record(answer))
-    else {
-        return;
-    };
-    if acks[index].0.is_complete() {
-        let (collector, reply) = acks.swap_remove(index);
-        let _ = reply.send(collector.finish());
     }
 }
 

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use switchboard_core::api::{AckCollector, ChannelEmit, ChannelEmitResult};
+use switchboard_core::api::{
+    self, AckWaits, ApiError, ChannelEmit, ChannelEmitResult, EmitProgress, EmitTokens,
+};
 use switchboard_core::channel::{
-    Channel, ConnId, EmitError, FastMap, Frames, Occupancy, Output, RandomSource,
+    Channel, ConnId, FastMap, Frames, Occupancy, Output, RandomSource,
 };
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::frame::FrameKind;
@@ -90,7 +92,7 @@ pub enum Command {
     Emit {
         /// Boxed: it is far larger than the per-message commands that fill a busy queue.
         emit: Box<ChannelEmit>,
-        reply: oneshot::Sender<Result<ChannelEmitResult, EmitError>>,
+        reply: EmitReply,
     },
     /// Connections, sockets and rooms, for `GET /channels/<channel>`.
     Occupancy {
@@ -106,6 +108,9 @@ pub enum Command {
         reply: oneshot::Sender<serde_json::Value>,
     },
 }
+
+/// Where an API emit's answer goes.
+pub type EmitReply = oneshot::Sender<Result<ChannelEmitResult, ApiError>>;
 
 /// Milliseconds since the Unix epoch, read once from the wall clock and advanced by a monotonic
 /// clock: token expiry needs calendar time, timers need a clock that never jumps back.
@@ -305,8 +310,8 @@ impl Registry {
             registry: registry.clone(),
             websockets: FastMap::default(),
             waiting: HashMap::new(),
-            acks: Vec::new(),
-            next_ack_token: 1,
+            acks: AckWaits::default(),
+            emit_tokens: EmitTokens::default(),
             stats: Stats::default(),
         };
         tokio::spawn(actor.run());
@@ -344,11 +349,8 @@ struct ChannelActor {
     /// HTTP handlers waiting for their answer.
     waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
     /// API emits waiting for their acknowledgements.
-    acks: Vec<(
-        AckCollector,
-        oneshot::Sender<Result<ChannelEmitResult, EmitError>>,
-    )>,
-    next_ack_token: u64,
+    acks: AckWaits<EmitReply>,
+    emit_tokens: EmitTokens,
     stats: Stats,
 }
 
@@ -466,27 +468,11 @@ impl ChannelActor {
                 let _ = done.send(());
             }
             Command::Emit { emit, reply } => {
-                let token = self.next_ack_token;
-                self.next_ack_token += 1;
-                match self.channel.emit(emit.to_server_emit(token), now) {
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
+                match api::start_emit(&mut self.channel, &mut self.emit_tokens, &emit, now) {
+                    EmitProgress::Done(result) => {
+                        let _ = reply.send(result);
                     }
-                    Ok(emitted) if emit.ack_timeout.is_none() => {
-                        let _ = reply.send(Ok(ChannelEmitResult {
-                            delivered: emitted.delivered,
-                            acks: None,
-                        }));
-                    }
-                    Ok(emitted) => {
-                        let collector =
-                            AckCollector::new(token, emitted.delivered, emitted.awaiting_ack);
-                        if collector.is_complete() {
-                            let _ = reply.send(Ok(collector.finish()));
-                        } else {
-                            self.acks.push((collector, reply));
-                        }
-                    }
+                    EmitProgress::AwaitingAcks(collector) => self.acks.push(collector, reply),
                 }
             }
             Command::Occupancy { reply } => {
@@ -548,25 +534,11 @@ impl ChannelActor {
                 // Native sessions live in memory; nothing to persist.
                 Output::SessionChanged { .. } => {}
                 ref answer @ (Output::AckReceived { .. } | Output::AckUnanswered { .. }) => {
-                    self.record_ack(answer);
+                    if let Some((result, reply)) = self.acks.record(answer) {
+                        let _ = reply.send(Ok(result));
+                    }
                 }
             }
-        }
-    }
-
-    /// Hands an acknowledgement to the API emit waiting for it, and answers that emit once it is
-    /// complete.
-    fn record_ack(&mut self, answer: &Output) {
-        let Some(index) = self
-            .acks
-            .iter_mut()
-            .position(|(collector, _)| collector.record(answer))
-        else {
-            return;
-        };
-        if self.acks[index].0.is_complete() {
-            let (collector, reply) = self.acks.swap_remove(index);
-            let _ = reply.send(Ok(collector.finish()));
         }
     }
 

@@ -128,7 +128,7 @@ async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiErr
         let result = if state.registry.send_if_live(&channel, command).await {
             match tokio::time::timeout(wait, answer).await {
                 Ok(Ok(Ok(result))) => result,
-                Ok(Ok(Err(error))) => return Err(ApiError::refused_emit(&error)),
+                Ok(Ok(Err(error))) => return Err(error),
                 // The channel's task ended first (it had gone idle); it reached no one.
                 Ok(Err(_)) | Err(_) => ChannelEmitResult::default(),
             }

@@ -22,10 +22,10 @@ struct Cli {
     /// Port to listen on.
     #[arg(long, short, default_value_t = 3000, env = "SWITCHBOARD_PORT")]
     port: u16,
-    /// Configuration file; its [vars] table is read. Without one, an embedded default applies.
+    /// Configuration file; its `[vars]` table is read. Without one, an embedded default applies.
     #[arg(long, env = "SWITCHBOARD_CONFIG")]
     config: Option<PathBuf>,
-    /// Read [env.<NAME>.vars] instead of [vars] (wrangler environments).
+    /// Read `[env.<NAME>.vars]` instead of `[vars]` (wrangler environments).
     #[arg(long = "env", value_name = "NAME", env = "SWITCHBOARD_ENV")]
     environment: Option<String>,
 }

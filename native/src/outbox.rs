@@ -176,7 +176,7 @@ impl OutboxReceiver {
     }
 
     /// Returns the buffer of a batch of `used` packets, emptied, for the next pushes, so a busy
-    /// connection does not allocate per wake-up (see [`crate::buffers`] for when it shrinks).
+    /// connection does not allocate per wake-up (see `buffers.rs` for when it shrinks).
     pub fn recycle(&mut self, mut batch: VecDeque<Outbound>, used: usize) {
         const KEEP: usize = 8;
         batch.clear();

@@ -141,6 +141,64 @@ describe("POST /emit", () => {
   });
 });
 
+// Server → client acknowledgements, like socket.io's io.timeout(ms).emitWithAck(): the answer waits
+// for every socket the emit names (a socket's id is a room of its own) and carries each answer, or
+// why there is none.
+describe("POST /emit with ack_timeout", () => {
+  test("one socket answers: its arguments come back in the response", async (t) => {
+    const channel = `relay/${uniqueId()}`;
+    const [a] = await clients(t, channel, 1);
+    a.on("ask", (question, callback) => callback({ answer: question.n * 2 }, "ok"));
+    const started = Date.now();
+    const { status, body } = await emit({ channel, event: "ask", data: { n: 21 }, rooms: [a.id], ack_timeout: 3000 });
+    assert.equal(status, 200);
+    assert.deepEqual(body, {
+      delivered: 1,
+      channels: { [channel]: { delivered: 1, acks: [{ socket: a.id, args: [{ answer: 42 }, "ok"] }] } },
+    });
+    assert.ok(Date.now() - started < 2000, "the answer does not wait for the timeout");
+  });
+
+  test("a room where one socket answers and one times out", async (t) => {
+    const channel = `relay/${uniqueId()}`;
+    const [a, b, c] = await clients(t, channel, 3);
+    for (const s of [a, b]) await emitAck(s, "switchboard:join", "jury");
+    a.on("verdict?", (callback) => callback("guilty"));
+    b.on("verdict?", () => {}); // never answers
+    const reached = record(c, "verdict?");
+    const timeout = 400;
+    const started = Date.now();
+    const { status, body } = await emit({ channel, event: "verdict?", rooms: ["jury"], ack_timeout: timeout });
+    const took = Date.now() - started;
+    assert.equal(status, 200);
+    assert.equal(body.channels[channel].delivered, 2);
+    const acks = Object.fromEntries(body.channels[channel].acks.map((ack) => [ack.socket, ack]));
+    assert.deepEqual(acks[a.id], { socket: a.id, args: ["guilty"] });
+    assert.deepEqual(acks[b.id], { socket: b.id, error: "timeout" });
+    assert.equal(Object.keys(acks).length, 2);
+    assert.ok(took >= timeout - 20 && took < timeout + 1500, `answered after ${took} ms for a ${timeout} ms timeout`);
+    assert.equal(reached.received.length, 0, "the socket outside the room got nothing");
+  });
+
+  test("a socket that disconnects before answering", async (t) => {
+    const channel = `relay/${uniqueId()}`;
+    const [a] = await clients(t, channel, 1);
+    const id = a.id;
+    a.on("slow?", () => setTimeout(() => a.disconnect(), 50));
+    const started = Date.now();
+    const { status, body } = await emit({ channel, event: "slow?", rooms: [id], ack_timeout: 5000 });
+    assert.equal(status, 200);
+    assert.deepEqual(body.channels[channel].acks, [{ socket: id, error: "disconnected" }]);
+    assert.ok(Date.now() - started < 3000, "the answer comes with the disconnect, not the timeout");
+  });
+
+  test("an ack timeout needs named recipients", async () => {
+    const { status, body } = await emit({ channel: `relay/${uniqueId()}`, event: "q", ack_timeout: 1000 });
+    assert.equal(status, 400);
+    assert.equal(body.field, "rooms");
+  });
+});
+
 describe("GET /channels/<channel>", () => {
   test("reports connections, sockets, namespaces and room sizes", async (t) => {
     const channel = `relay/${uniqueId()}`;

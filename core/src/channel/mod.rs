@@ -5,10 +5,10 @@
 //! A [`Channel`] is a thin facade over two layers, in the way quinn-proto splits endpoint and
 //! connection:
 //!
-//! - the **engine** ([`engine`]) owns Engine.IO sessions, their transports (polling, WebSocket, the
+//! - the **engine** (`engine/`) owns Engine.IO sessions, their transports (polling, WebSocket, the
 //!   upgrade), heartbeats and its timers. It returns events (a session opened, a message arrived,
 //!   a session closed) and never calls up;
-//! - the **Socket.IO layer** ([`sockets`]) owns namespaces, sockets, rooms, acknowledgements and the
+//! - the **Socket.IO layer** (`sockets/`) owns namespaces, sockets, rooms, acknowledgements and the
 //!   channel's [`Behaviour`](crate::behaviour::Behaviour), and speaks to clients through the engine.
 //!
 //! Each input goes to the engine, and the engine's events are then routed to the Socket.IO layer
