@@ -41,9 +41,10 @@ def before_after(rows):
         if not after or not before or median(before) in (None, 0):
             continue
         a, b = median(after), median(before)
+        digits = 1 if scale != 1 else 0
         md.append(f"| {label} | {b * scale:,.1f} {unit} | {a * scale:,.1f} {unit} | {a / b:.2f}× | "
-                  f"{', '.join(f'{v * scale:,.0f}' for v in before if v is not None)} → "
-                  f"{', '.join(f'{v * scale:,.0f}' for v in after if v is not None)} |")
+                  f"{', '.join(f'{v * scale:,.{digits}f}' for v in before if v is not None)} → "
+                  f"{', '.join(f'{v * scale:,.{digits}f}' for v in after if v is not None)} |")
     if not md:
         return []
     return ["## This change against the code before it (same run, alternating)", "",
