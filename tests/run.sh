@@ -143,9 +143,12 @@ rm -rf "$ROOT/target/edge-dry-run"
 "$WRANGLER" deploy --dry-run --outdir "$ROOT/target/edge-dry-run"
 WASM="$ROOT/edge/build/index_bg.wasm"
 WASM_GZIP=$(gzip -9 -c "$WASM" | wc -c)
-echo "edge wasm: $(wc -c <"$WASM") bytes, $WASM_GZIP bytes gzip -9 (budget 300000)"
-if [ "$WASM_GZIP" -gt 300000 ]; then
-    echo "the edge wasm is over its 300 KB gzip budget" >&2
+# The budget was 300 KB until handler payloads were validated with JSON Schema (boon, with regex
+# and its Unicode tables: about 430 KB gzip); a library doing that real work may take it to 700 KB.
+WASM_BUDGET=700000
+echo "edge wasm: $(wc -c <"$WASM") bytes, $WASM_GZIP bytes gzip -9 (budget $WASM_BUDGET)"
+if [ "$WASM_GZIP" -gt "$WASM_BUDGET" ]; then
+    echo "the edge wasm is over its 700 KB gzip budget" >&2
     exit 1
 fi
 

@@ -19,6 +19,9 @@
 //! relay = "all"                  # all | others | none
 //! namespaces = ["/"]
 //! client_rooms = true
+//!
+//! [vars.CHANNELS."shop/:id".handlers."create product"]   # answered by the app backend
+//! schema = { type = "object", properties = { name = { type = "string" } } }
 //! ```
 //!
 //! A channel whose name matches no pattern does not exist: hosts refuse it before creating any state.
@@ -77,6 +80,17 @@ pub struct ChannelPolicy {
     pub jwt_secret: Option<Secret>,
     /// The pattern this policy was declared for (binds the channel's parameters).
     pub pattern: Option<ChannelPattern>,
+    /// When set, only client events with these names are relayed; the others are refused (with
+    /// an error acknowledgement), so that only the server speaks them.
+    pub relay_events: Option<Vec<String>>,
+    /// Client events answered by the app backend, by event name.
+    pub handlers: BTreeMap<String, Arc<EventHandler>>,
+    /// Where handler calls, the connect hook and webhooks go.
+    pub backend: Option<Arc<Backend>>,
+    /// Lifecycle events posted to the backend's webhook.
+    pub webhooks: WebhookEvents,
+    /// Client events also posted to the webhook, without waiting for an answer.
+    pub webhook_client_events: Vec<String>,
     /// Edge only: the Workers runtime answers client pongs with a noop on the object's behalf, so
     /// heartbeats never wake a hibernating Durable Object. Clients see one extra noop packet per
     /// heartbeat, which Engine.IO clients ignore. Off, the object reads pongs itself (what the
@@ -104,13 +118,150 @@ impl Default for ChannelPolicy {
             jwt_secret: None,
             pattern: None,
             pong_auto_response: true,
+            relay_events: None,
+            handlers: BTreeMap::new(),
+            backend: None,
+            webhooks: WebhookEvents::default(),
+            webhook_client_events: Vec::new(),
         }
     }
 }
 
-/// Who may connect to a channel.
+/// Where a channel's backend lives and how long it may take. Handler calls go to `<url>/events`,
+/// the connect hook to `<url>/connect`, lifecycle webhooks to `<url>/webhooks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub url: String,
+    pub timeout_ms: u64,
+    /// The HMAC key every call is signed with (`WEBHOOK_SECRET`), set by the host from its
+    /// secrets; calls are not made without it.
+    pub secret: Option<Secret>,
+}
+
+impl Backend {
+    /// The URL of one of the backend's endpoints (`events`, `connect`, `webhooks`).
+    pub fn endpoint(&self, name: &str) -> String {
+        format!("{}/{name}", self.url.trim_end_matches('/'))
+    }
+}
+
+/// A client event the backend answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventHandler {
+    /// Checked against the event's first argument before anything reaches the backend.
+    pub schema: Option<PayloadSchema>,
+    /// How the backend's answer becomes the client's acknowledgement.
+    pub ack: AckShape,
+    /// How long the backend may take.
+    pub timeout_ms: u64,
+}
+
+/// How a handler's answer becomes the client's acknowledgement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum AckShape {
+    /// FoalTS's: `{ status: "ok", data }` or `{ status: "error", error }`.
+    #[default]
+    Foal,
+    /// The answer's `ack` array, as the acknowledgement's arguments.
+    Raw,
+}
+
+/// A compiled JSON Schema (draft 2020-12 unless the schema's `$schema` names draft-07 or another).
+#[derive(Clone)]
+pub struct PayloadSchema {
+    source: Value,
+    compiled: Arc<(boon::Schemas, boon::SchemaIndex)>,
+}
+
+impl PayloadSchema {
+    pub fn compile(source: &Value) -> Result<PayloadSchema, String> {
+        let mut schemas = boon::Schemas::new();
+        let mut compiler = boon::Compiler::new();
+        compiler.set_default_draft(boon::Draft::V2020_12);
+        let location = "urn:switchboard:handler-schema";
+        compiler
+            .add_resource(location, source.clone())
+            .map_err(|err| format!("{err:#}"))?;
+        let index = compiler
+            .compile(location, &mut schemas)
+            .map_err(|err| format!("{err:#}"))?;
+        Ok(PayloadSchema {
+            source: source.clone(),
+            compiled: Arc::new((schemas, index)),
+        })
+    }
+
+    /// The value's errors, in the shape AJV (and so FoalTS) reports them: each with the
+    /// instance's path, the schema's path, the keyword and a message. Empty when it is valid.
+    pub fn errors(&self, value: &Value) -> Vec<Value> {
+        let (schemas, index) = &*self.compiled;
+        let Err(error) = schemas.validate(value, *index) else {
+            return Vec::new();
+        };
+        let basic = serde_json::to_value(error.basic_output()).unwrap_or_default();
+        let mut errors = Vec::new();
+        for unit in basic["errors"].as_array().into_iter().flatten() {
+            // Leaves only: a unit whose error is a message, not a wrapper of its causes.
+            let Some(message) = unit["error"].as_str() else {
+                continue;
+            };
+            let keyword_location = unit["keywordLocation"].as_str().unwrap_or_default();
+            let keyword = keyword_location.rsplit('/').next().unwrap_or_default();
+            errors.push(serde_json::json!({
+                "instancePath": unit["instanceLocation"].as_str().unwrap_or_default(),
+                "schemaPath": format!("#{keyword_location}"),
+                "keyword": keyword,
+                "message": message,
+            }));
+        }
+        errors
+    }
+}
+
+impl PartialEq for PayloadSchema {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for PayloadSchema {}
+
+impl std::fmt::Debug for PayloadSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PayloadSchema").field(&self.source).finish()
+    }
+}
+
+/// The lifecycle events a channel posts to its backend's webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WebhookEvents {
+    /// The channel's first socket connected.
+    pub channel_occupied: bool,
+    /// The channel's last socket left.
+    pub channel_vacated: bool,
+    pub socket_connected: bool,
+    pub socket_disconnected: bool,
+}
+
+impl WebhookEvents {
+    pub const NAMES: [&'static str; 4] = [
+        "channel_occupied",
+        "channel_vacated",
+        "socket_connected",
+        "socket_disconnected",
+    ];
+
+    pub fn any(&self) -> bool {
+        self.channel_occupied
+            || self.channel_vacated
+            || self.socket_connected
+            || self.socket_disconnected
+    }
+}
+
+/// Who may connect to a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuthMode {
     /// Anyone who can reach the server.
     #[default]
@@ -118,6 +269,55 @@ pub enum AuthMode {
     /// Only clients presenting a JWT (HS256) in the CONNECT `auth` payload (`{ token }`) whose
     /// `channels` claim names the channel.
     Private,
+    /// The backend's connect hook decides each CONNECT.
+    Backend,
+    /// A valid token first, then the connect hook, which sees the token's claims.
+    PrivateAndBackend,
+}
+
+impl AuthMode {
+    /// A token is checked.
+    pub fn needs_token(self) -> bool {
+        matches!(self, AuthMode::Private | AuthMode::PrivateAndBackend)
+    }
+
+    /// The backend's connect hook is asked.
+    pub fn asks_backend(self) -> bool {
+        matches!(self, AuthMode::Backend | AuthMode::PrivateAndBackend)
+    }
+
+    fn parse(value: &Value) -> Result<AuthMode, String> {
+        let names: Vec<&str> = match value {
+            Value::String(name) => vec![name.as_str()],
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let (mut private, mut backend) = (false, false);
+        for name in &names {
+            match *name {
+                "public" if names.len() == 1 => {}
+                "private" => private = true,
+                "backend" => backend = true,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not an auth mode: use \"public\", \"private\", \"backend\" or [\"private\", \"backend\"]"
+                    ));
+                }
+            }
+        }
+        if names.is_empty() {
+            return Err(
+                "expected \"public\", \"private\", \"backend\" or [\"private\", \"backend\"]"
+                    .into(),
+            );
+        }
+        Ok(match (private, backend) {
+            (false, false) => AuthMode::Public,
+            (true, false) => AuthMode::Private,
+            (false, true) => AuthMode::Backend,
+            (true, true) => AuthMode::PrivateAndBackend,
+        })
+    }
 }
 
 /// A secret value: compared normally, never printed.
@@ -223,6 +423,8 @@ pub mod keys {
     pub const CONNECT_TIMEOUT: &str = "CONNECT_TIMEOUT";
     pub const MAX_PAYLOAD: &str = "MAX_PAYLOAD";
     pub const PONG_AUTO_RESPONSE: &str = "PONG_AUTO_RESPONSE";
+    pub const BACKEND_URL: &str = "BACKEND_URL";
+    pub const BACKEND_TIMEOUT: &str = "BACKEND_TIMEOUT";
     pub const ENGINE_IO_ECHO: &str = "ENGINE_IO_ECHO";
     pub const DEBUG_ENDPOINTS: &str = "DEBUG_ENDPOINTS";
     pub const CHANNELS: &str = "CHANNELS";
@@ -234,6 +436,8 @@ pub mod keys {
         CONNECT_TIMEOUT,
         MAX_PAYLOAD,
         PONG_AUTO_RESPONSE,
+        BACKEND_URL,
+        BACKEND_TIMEOUT,
         ENGINE_IO_ECHO,
         DEBUG_ENDPOINTS,
         CHANNELS,
@@ -248,7 +452,7 @@ struct ChannelSpec {
     relay: Option<RelayMode>,
     namespaces: Option<Vec<String>>,
     client_rooms: Option<bool>,
-    auth: Option<AuthMode>,
+    auth: Option<Value>,
     bind: Option<BTreeMap<String, String>>,
     max_sockets: Option<Value>,
     events_per_second: Option<Value>,
@@ -258,6 +462,20 @@ struct ChannelSpec {
     max_payload: Option<Value>,
     allowed_origins: Option<Vec<String>>,
     pong_auto_response: Option<bool>,
+    relay_events: Option<Vec<String>>,
+    handlers: Option<BTreeMap<String, HandlerSpec>>,
+    backend_url: Option<String>,
+    webhooks: Option<Value>,
+    webhook_events: Option<Vec<String>>,
+}
+
+/// A `handlers` entry as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandlerSpec {
+    schema: Option<Value>,
+    ack: Option<AckShape>,
+    timeout: Option<Value>,
 }
 
 /// The configuration used when no file is present: the plain Socket.IO chat tutorial works against it
@@ -298,6 +516,29 @@ impl Config {
             },
         };
         validate_engine_numbers(&defaults, "")?;
+        let backend = BackendDefaults {
+            url: match vars.get(keys::BACKEND_URL) {
+                None => None,
+                Some(Value::String(url)) if !url.is_empty() => Some(url.clone()),
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        keys::BACKEND_URL,
+                        "expected the backend's base URL, e.g. \"https://app.example.com/switchboard\"",
+                    ));
+                }
+            },
+            timeout_ms: optional_whole_number(
+                vars.get(keys::BACKEND_TIMEOUT),
+                keys::BACKEND_TIMEOUT,
+            )?
+            .unwrap_or(DEFAULT_BACKEND_TIMEOUT_MS),
+        };
+        if backend.timeout_ms == 0 || backend.timeout_ms > MAX_BACKEND_TIMEOUT_MS {
+            return Err(ConfigError::new(
+                keys::BACKEND_TIMEOUT,
+                format!("must be from 1 to {MAX_BACKEND_TIMEOUT_MS}"),
+            ));
+        }
 
         let channels = match vars.get(keys::CHANNELS) {
             None => {
@@ -331,7 +572,7 @@ impl Config {
                 .map_err(|problem| ConfigError::new(&key, problem))?;
             let spec: ChannelSpec = serde_json::from_value(spec.clone())
                 .map_err(|err| ConfigError::new(&key, err.to_string()))?;
-            let policy = resolve_policy(spec, &defaults, &key, &pattern)?;
+            let policy = resolve_policy(spec, &defaults, &backend, &key, &pattern)?;
             if policy.behaviour == BehaviourKind::EngineEcho {
                 return Err(ConfigError::new(
                     format!("{key}.behaviour"),
@@ -409,7 +650,7 @@ impl Config {
     pub fn with_jwt_secret(mut self, secret: Option<&str>) -> Config {
         let secret = secret.filter(|s| !s.is_empty()).map(Secret::new);
         for rule in &mut self.rules {
-            if rule.policy.auth == AuthMode::Private {
+            if rule.policy.auth.needs_token() {
                 let mut policy = (*rule.policy).clone();
                 policy.jwt_secret = secret.clone();
                 rule.policy = Arc::new(policy);
@@ -418,11 +659,31 @@ impl Config {
         self
     }
 
+    /// Gives every channel with a backend the key its calls are signed with (`WEBHOOK_SECRET`, a
+    /// secret the host reads from its environment).
+    pub fn with_webhook_secret(mut self, secret: Option<&str>) -> Config {
+        let secret = secret.filter(|s| !s.is_empty()).map(Secret::new);
+        for rule in &mut self.rules {
+            if let Some(backend) = &rule.policy.backend {
+                let mut policy = (*rule.policy).clone();
+                policy.backend = Some(Arc::new(Backend {
+                    secret: secret.clone(),
+                    ..(**backend).clone()
+                }));
+                rule.policy = Arc::new(policy);
+            }
+        }
+        self
+    }
+
     /// Whether any channel is private (then `JWT_SECRET` is needed).
     pub fn has_private_channels(&self) -> bool {
-        self.rules
-            .iter()
-            .any(|rule| rule.policy.auth == AuthMode::Private)
+        self.rules.iter().any(|rule| rule.policy.auth.needs_token())
+    }
+
+    /// Whether any channel calls a backend (then `WEBHOOK_SECRET` is needed).
+    pub fn has_backend_channels(&self) -> bool {
+        self.rules.iter().any(|rule| rule.policy.backend.is_some())
     }
 
     /// Whether the test-only `/__debug/` endpoints are enabled (`DEBUG_ENDPOINTS = true`).
@@ -435,9 +696,19 @@ impl Config {
     }
 }
 
+/// The backend settings every pattern starts from (`BACKEND_URL`, `BACKEND_TIMEOUT`).
+struct BackendDefaults {
+    url: Option<String>,
+    timeout_ms: u64,
+}
+
+/// How long a backend call may take unless configured otherwise.
+pub const DEFAULT_BACKEND_TIMEOUT_MS: u64 = 5_000;
+
 fn resolve_policy(
     spec: ChannelSpec,
     defaults: &Defaults,
+    backend: &BackendDefaults,
     key: &str,
     pattern: &ChannelPattern,
 ) -> Result<ChannelPolicy, ConfigError> {
@@ -484,10 +755,15 @@ fn resolve_policy(
             "list at least one origin, or \"*\"",
         ));
     }
-    let auth = spec.auth.unwrap_or_default();
+    let auth = match &spec.auth {
+        None => AuthMode::Public,
+        Some(value) => {
+            AuthMode::parse(value).map_err(|problem| ConfigError::new(field("auth"), problem))?
+        }
+    };
     let bind = spec.bind.unwrap_or_default();
     for (param, claim) in &bind {
-        if auth != AuthMode::Private {
+        if !auth.needs_token() {
             return Err(ConfigError::new(
                 field("bind"),
                 "binds parameters to token claims, so it needs auth = \"private\"",
@@ -506,6 +782,74 @@ fn resolve_policy(
             ));
         }
     }
+    let webhooks = resolve_webhooks(spec.webhooks.as_ref(), &field("webhooks"))?;
+    let mut handlers = BTreeMap::new();
+    for (event, handler) in spec.handlers.unwrap_or_default() {
+        let handler_key = format!("{key}.handlers.\"{event}\"");
+        if event.is_empty()
+            || crate::socketio::RESERVED_EVENTS.contains(&event.as_str())
+            || event.starts_with("switchboard:")
+        {
+            return Err(ConfigError::new(
+                &handler_key,
+                "a reserved event name cannot have a handler",
+            ));
+        }
+        let schema =
+            match &handler.schema {
+                None => None,
+                Some(schema) => Some(PayloadSchema::compile(schema).map_err(|problem| {
+                    ConfigError::new(format!("{handler_key}.schema"), problem)
+                })?),
+            };
+        let timeout_ms =
+            optional_whole_number(handler.timeout.as_ref(), &format!("{handler_key}.timeout"))?
+                .unwrap_or(backend.timeout_ms);
+        if timeout_ms == 0 || timeout_ms > MAX_BACKEND_TIMEOUT_MS {
+            return Err(ConfigError::new(
+                format!("{handler_key}.timeout"),
+                format!("must be from 1 to {MAX_BACKEND_TIMEOUT_MS}"),
+            ));
+        }
+        handlers.insert(
+            event,
+            Arc::new(EventHandler {
+                schema,
+                ack: handler.ack.unwrap_or_default(),
+                timeout_ms,
+            }),
+        );
+    }
+    let backend_url = spec.backend_url.or_else(|| backend.url.clone());
+    let needs_backend = !handlers.is_empty()
+        || auth.asks_backend()
+        || webhooks.any()
+        || spec
+            .webhook_events
+            .as_ref()
+            .is_some_and(|events| !events.is_empty());
+    let backend_of = match backend_url {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Some(Arc::new(Backend {
+                url,
+                timeout_ms: backend.timeout_ms,
+                secret: None,
+            }))
+        }
+        Some(url) => {
+            return Err(ConfigError::new(
+                field("backend_url"),
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        None if needs_backend => {
+            return Err(ConfigError::new(
+                key,
+                "handlers, auth = \"backend\" and webhooks call the app backend: set BACKEND_URL (or backend_url here)",
+            ));
+        }
+        None => None,
+    };
     let positive = |value: Option<&Value>, name: &str| -> Result<Option<u64>, ConfigError> {
         let number = optional_whole_number(value, &field(name))?;
         if number == Some(0) {
@@ -536,11 +880,51 @@ fn resolve_policy(
         jwt_secret: None,
         pattern: Some(pattern.clone()),
         pong_auto_response: engine.pong_auto_response,
+        relay_events: spec.relay_events,
+        handlers,
+        backend: backend_of,
+        webhooks,
+        webhook_client_events: spec.webhook_events.unwrap_or_default(),
     })
+}
+
+fn resolve_webhooks(value: Option<&Value>, key: &str) -> Result<WebhookEvents, ConfigError> {
+    let mut events = WebhookEvents::default();
+    let names: Vec<&str> = match value {
+        None | Some(Value::Bool(false)) => return Ok(events),
+        Some(Value::Bool(true)) => WebhookEvents::NAMES.to_vec(),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(_) => {
+            return Err(ConfigError::new(
+                key,
+                "expected true, or a list of lifecycle events",
+            ));
+        }
+    };
+    for name in names {
+        match name {
+            "channel_occupied" => events.channel_occupied = true,
+            "channel_vacated" => events.channel_vacated = true,
+            "socket_connected" => events.socket_connected = true,
+            "socket_disconnected" => events.socket_disconnected = true,
+            other => {
+                return Err(ConfigError::new(
+                    key,
+                    format!(
+                        "{other:?} is not a lifecycle event; use {}",
+                        WebhookEvents::NAMES.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(events)
 }
 
 /// Upper bounds that keep every deadline and budget far from overflow.
 const MAX_MILLIS: u64 = 24 * 60 * 60 * 1000;
+/// Longest a backend call may be given.
+pub const MAX_BACKEND_TIMEOUT_MS: u64 = 60_000;
 const MAX_PAYLOAD_LIMIT: u64 = 100 * 1024 * 1024;
 const MAX_RATE: u64 = 1_000_000;
 
@@ -907,5 +1291,94 @@ mod tests {
             config.engine_echo().unwrap().behaviour,
             BehaviourKind::EngineEcho
         );
+    }
+
+    #[test]
+    fn handlers_hooks_and_webhooks_are_read_and_checked() {
+        let config = Config::from_vars(&vars(json!({
+            "BACKEND_URL": "https://app.example/switchboard",
+            "BACKEND_TIMEOUT": 3000,
+            "CHANNELS": {
+                "shop/:id": {
+                    "relay_events": ["chat"],
+                    "auth": ["private", "backend"],
+                    "webhooks": ["socket_connected", "channel_vacated"],
+                    "webhook_events": ["chat"],
+                    "handlers": {
+                        "create product": {
+                            "schema": { "type": "object", "required": ["name"] },
+                        },
+                        "ping": { "ack": "raw", "timeout": 250 },
+                    },
+                },
+                "other/:id": { "backend_url": "http://127.0.0.1:9/x", "webhooks": true },
+                "plain/:id": {},
+            }
+        })))
+        .unwrap()
+        .with_webhook_secret(Some("s"));
+        let shop = config.policy_for("shop/1").unwrap();
+        assert_eq!(shop.auth, AuthMode::PrivateAndBackend);
+        assert_eq!(
+            shop.relay_events.as_deref(),
+            Some(&["chat".to_string()][..])
+        );
+        let backend = shop.backend.as_ref().unwrap();
+        assert_eq!(
+            backend.endpoint("events"),
+            "https://app.example/switchboard/events"
+        );
+        assert_eq!(backend.timeout_ms, 3000);
+        assert_eq!(backend.secret.as_ref().map(Secret::expose), Some("s"));
+        let create = &shop.handlers["create product"];
+        assert_eq!((create.ack, create.timeout_ms), (AckShape::Foal, 3000));
+        assert!(
+            !create
+                .schema
+                .as_ref()
+                .unwrap()
+                .errors(&json!({}))
+                .is_empty()
+        );
+        assert_eq!(shop.handlers["ping"].ack, AckShape::Raw);
+        assert_eq!(shop.handlers["ping"].timeout_ms, 250);
+        assert!(shop.webhooks.socket_connected && shop.webhooks.channel_vacated);
+        assert!(!shop.webhooks.channel_occupied);
+        assert_eq!(shop.webhook_client_events, ["chat"]);
+        let other = config.policy_for("other/1").unwrap();
+        assert_eq!(other.backend.as_ref().unwrap().url, "http://127.0.0.1:9/x");
+        assert!(other.webhooks.channel_occupied && other.webhooks.socket_disconnected);
+        // A channel that needs no backend still knows where it is (and calls nothing).
+        assert!(config.policy_for("plain/1").unwrap().handlers.is_empty());
+        assert!(config.has_backend_channels() && config.has_private_channels());
+
+        let problem = |channel: Value| {
+            Config::from_vars(&vars(json!({ "CHANNELS": { "x": channel } }))).unwrap_err()
+        };
+        let err = problem(json!({ "auth": "backend" }));
+        assert!(err.problem.contains("BACKEND_URL"), "{}", err.problem);
+        let err = problem(json!({ "backend_url": "ftp://x", "webhooks": true }));
+        assert_eq!(err.key, "CHANNELS.\"x\".backend_url");
+        let err = problem(json!({ "auth": "magic" }));
+        assert_eq!(err.key, "CHANNELS.\"x\".auth");
+        let err = problem(json!({ "backend_url": "http://b", "webhooks": ["sometimes"] }));
+        assert!(err.problem.contains("sometimes"), "{}", err.problem);
+        let err = problem(
+            json!({ "backend_url": "http://b", "handlers": { "a": { "schema": { "type": 5 } } } }),
+        );
+        assert_eq!(err.key, "CHANNELS.\"x\".handlers.\"a\".schema");
+        let err = problem(json!({ "backend_url": "http://b", "handlers": { "connect": {} } }));
+        assert!(err.problem.contains("reserved"), "{}", err.problem);
+        let err =
+            problem(json!({ "backend_url": "http://b", "handlers": { "a": { "timeout": 0 } } }));
+        assert_eq!(err.key, "CHANNELS.\"x\".handlers.\"a\".timeout");
+        let err =
+            problem(json!({ "backend_url": "http://b", "handlers": { "a": { "acks": "raw" } } }));
+        assert!(err.problem.contains("acks"), "{}", err.problem);
+        let err = Config::from_vars(&vars(
+            json!({ "BACKEND_TIMEOUT": 600000, "CHANNELS": { "x": {} } }),
+        ))
+        .unwrap_err();
+        assert_eq!(err.key, "BACKEND_TIMEOUT");
     }
 }

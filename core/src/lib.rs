@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod behaviour;
 pub mod channel;
 pub mod client;

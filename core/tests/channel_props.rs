@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::json;
+use switchboard_core::backend::ClientInfo;
 use switchboard_core::channel::{Channel, ConnId, Output, ServerEmit};
 use switchboard_core::config::{BehaviourKind, ChannelPolicy, RelayMode};
 use switchboard_core::http::Method;
@@ -138,7 +139,7 @@ proptest! {
                     }
                     open.insert(conn);
                     let sid = upgrade_of.and_then(|i| sids.get(usize::from(i)).cloned());
-                    channel.handle_ws_open(conn, sid.as_deref(), now);
+                    channel.handle_ws_open(conn, sid.as_deref(), ClientInfo::default(), now);
                 }
                 Input::WsText { conn, text } => {
                     if open.contains(&ConnId::from(conn)) {
@@ -159,12 +160,12 @@ proptest! {
                     next_request += 1;
                     requests.insert((next_request % 16) as u8, next_request);
                     let sid = session.and_then(|i| sids.get(usize::from(i)).cloned());
-                    channel.handle_polling(next_request, Method::Get, sid.as_deref(), None, Bytes::new(), now);
+                    channel.handle_polling(next_request, Method::Get, sid.as_deref(), None, ClientInfo::default(), Bytes::new(), now);
                 }
                 Input::Post { session, body } => {
                     next_request += 1;
                     let sid = sids.get(usize::from(session)).cloned();
-                    channel.handle_polling(next_request, Method::Post, sid.as_deref(), None, Bytes::from(body), now);
+                    channel.handle_polling(next_request, Method::Post, sid.as_deref(), None, ClientInfo::default(), Bytes::from(body), now);
                 }
                 Input::Abort { request } => {
                     if let Some(request) = requests.remove(&request) && !answered.contains(&request) {
@@ -256,6 +257,9 @@ proptest! {
                         prop_assert!(channel.snapshot(conn).is_some());
                     }
                     Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
+                    Output::BackendCall(_) | Output::Warning { .. } => {
+                        prop_assert!(false, "no backend is configured: {output:?}");
+                    }
                 }
             }
             // Sockets never outnumber what the sessions could hold (two namespaces each).

@@ -5,6 +5,7 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 use switchboard_core::auth::JWT_SECRET_VAR;
+use switchboard_core::backend::WEBHOOK_SECRET_VAR;
 use switchboard_core::config::{Config, keys};
 use worker::Env;
 
@@ -38,12 +39,20 @@ pub fn config(env: &Env) -> worker::Result<Rc<Config>> {
             vars.insert((*key).to_string(), value);
         }
     }
-    let jwt_secret = js_sys::Reflect::get(env.as_ref(), &JWT_SECRET_VAR.into())
-        .ok()
-        .and_then(|value| value.as_string());
+    let secret = |name: &str| {
+        js_sys::Reflect::get(env.as_ref(), &name.into())
+            .ok()
+            .and_then(|value| value.as_string())
+    };
     let config = Config::from_vars(&vars)
         .map_err(|err| worker::Error::RustError(err.to_string()))?
-        .with_jwt_secret(jwt_secret.as_deref());
+        .with_jwt_secret(secret(JWT_SECRET_VAR).as_deref())
+        .with_webhook_secret(secret(WEBHOOK_SECRET_VAR).as_deref());
+    if config.has_backend_channels() && secret(WEBHOOK_SECRET_VAR).is_none_or(|s| s.is_empty()) {
+        worker::console_warn!(
+            "switchboard: channels call the app backend but {WEBHOOK_SECRET_VAR} is not set: no call is made (wrangler secret put {WEBHOOK_SECRET_VAR})"
+        );
+    }
     let config = Rc::new(config);
     CONFIG.with(|cell| *cell.borrow_mut() = Some(config.clone()));
     Ok(config)

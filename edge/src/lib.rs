@@ -13,10 +13,15 @@
 //!   client pongs are answered by the runtime's auto-response, so idle channels cost no wake-ups
 //!   beyond that alarm.
 //!
+//! Calls to the app backend (handlers, the connect hook, webhooks) are made by the object with
+//! `fetch` (`backend`), on a task of their own that runs the channel's timers while it waits.
+//!
 //! The Worker and the object only compile for `wasm32`. What they share and can be tested without
 //! the Workers runtime compiles everywhere: [`internal`], the calls the Worker makes to an object,
 //! and [`restore`], how an object woken from hibernation plans its rebuild.
 
+#[cfg(target_arch = "wasm32")]
+mod backend;
 #[cfg(target_arch = "wasm32")]
 mod env_config;
 pub mod internal;

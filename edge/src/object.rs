@@ -8,13 +8,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::ops::Deref;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use switchboard_core::api::{self, AckWaits, ChannelEmitResult, EmitProgress, EmitTokens};
+use switchboard_core::backend::{BackendCall, ClientInfo};
 use switchboard_core::channel::{Channel, ConnId, Frames, Output, RandomSource, WsAdmission};
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::http::{
@@ -28,6 +30,7 @@ use worker::{
     WebSocketPair, durable_object,
 };
 
+use crate::backend;
 use crate::env_config::config;
 use crate::internal::{self, Call};
 use crate::restore::{self, Attachment, KeptSocket};
@@ -101,6 +104,8 @@ struct Live {
     acks: AckWaits<EmitReply>,
     emit_tokens: EmitTokens,
     next_conn: ConnId,
+    /// Backend calls the channel asked for that nobody has started yet.
+    calls_to_make: Vec<BackendCall>,
 }
 
 impl Live {
@@ -128,6 +133,22 @@ fn now_ms() -> u64 {
 
 #[durable_object]
 pub struct ChannelObject {
+    shared: Rc<Shared>,
+}
+
+impl Deref for ChannelObject {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// The object's state, shared with the task that makes backend calls, which outlives the
+/// handler that started it.
+pub struct Shared {
+    /// This very value, for the task to hold.
+    me: Weak<Shared>,
     state: State,
     env: Env,
     live: RefCell<Option<Live>>,
@@ -139,6 +160,10 @@ pub struct ChannelObject {
     reset_request: Cell<Option<&'static str>>,
     /// Wake-ups since this instance was constructed, by entry point (the debug stats endpoint).
     wakeups: RefCell<Wakeups>,
+    /// The backend calls' task is running (see [`Shared::drive_backend_calls`]).
+    driving: Cell<bool>,
+    /// Wakes that task when there are new calls to start.
+    kick: RefCell<Option<oneshot::Sender<()>>>,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -152,14 +177,18 @@ struct Wakeups {
 impl DurableObject for ChannelObject {
     fn new(state: State, env: Env) -> Self {
         console_error_panic_hook::set_once();
-        Self {
+        let shared = Rc::new_cyclic(|me| Shared {
+            me: me.clone(),
             state,
             env,
             live: RefCell::new(None),
             alarm_at: Rc::new(Cell::new(None)),
             reset_request: Cell::new(None),
             wakeups: RefCell::new(Wakeups::default()),
-        }
+            driving: Cell::new(false),
+            kick: RefCell::new(None),
+        });
+        Self { shared }
     }
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
@@ -194,6 +223,12 @@ impl DurableObject for ChannelObject {
             Err(response) => return to_worker_response(response),
         };
         let (key, policy, query) = (admission.key, admission.policy, admission.query);
+        // Only a connect hook is shown who the client is; other channels keep nothing of it.
+        let client = if policy.auth.asks_backend() {
+            client_info(request.headers())
+        } else {
+            ClientInfo::default()
+        };
         self.ensure_live(Some((&key, &policy)));
         let now = now_ms();
         match query.transport {
@@ -229,7 +264,8 @@ impl DurableObject for ChannelObject {
                         },
                     );
                     live.sockets.insert(conn, pair.server.clone());
-                    live.channel.handle_ws_open(conn, query.sid.as_deref(), now);
+                    live.channel
+                        .handle_ws_open(conn, query.sid.as_deref(), client, now);
                     Response::from_websocket(pair.client)
                 };
                 self.carry_out();
@@ -274,6 +310,7 @@ impl DurableObject for ChannelObject {
                             method,
                             query.sid.as_deref(),
                             origin.as_deref(),
+                            client,
                             body,
                             now,
                         ),
@@ -363,7 +400,7 @@ impl ChannelObject {
     }
 }
 
-impl ChannelObject {
+impl Shared {
     /// The Worker's calls: server emits, occupancy, and the test-only rebuild and stats.
     async fn internal(&self, channel: &str, call: Call) -> HttpResponse {
         let key = channel.to_string();
@@ -513,6 +550,7 @@ impl ChannelObject {
             acks: AckWaits::default(),
             emit_tokens: EmitTokens::default(),
             next_conn: plan.next_conn,
+            calls_to_make: Vec::new(),
         });
     }
 
@@ -610,9 +648,10 @@ impl ChannelObject {
             })
     }
 
-    /// Carries out the channel's outputs, then points the alarm at its next timer.
+    /// Carries out the channel's outputs (backend calls go to their own task), then points the
+    /// alarm at its next timer.
     fn carry_out(&self) {
-        let next_timer = {
+        let (next_timer, calls_waiting) = {
             let mut guard = self.live.borrow_mut();
             let Some(live) = guard.as_mut() else {
                 return;
@@ -668,6 +707,10 @@ impl ChannelObject {
                                 let _ = reply.send(result);
                             }
                         }
+                        Output::BackendCall(call) => live.calls_to_make.push(call),
+                        Output::Warning { message } => {
+                            worker::console_warn!("switchboard: {message}");
+                        }
                     }
                 }
                 if gone.is_empty() {
@@ -682,11 +725,21 @@ impl ChannelObject {
             // Held requests run the timers while they wait (see `wait_running_timers`); the alarm
             // is for when nothing else wakes the object, and is armed again when the last one is
             // answered.
-            if live.holds_requests() {
-                return;
-            }
-            live.channel.poll_timeout()
+            let next_timer = if live.holds_requests() {
+                None
+            } else {
+                live.channel.poll_timeout()
+            };
+            (next_timer, !live.calls_to_make.is_empty())
         };
+        if calls_waiting {
+            self.drive_backend_calls();
+        }
+        self.arm_alarm(next_timer);
+    }
+
+    /// Points the alarm at `next_timer`, if that is earlier than where it points.
+    fn arm_alarm(&self, next_timer: Option<u64>) {
         // The alarm only ever moves earlier. A timer that moved later (a pong pushes the next
         // ping back) or went away leaves the alarm as it is: an early alarm finds nothing due and
         // re-arms. Each alarm is a storage write: billed, and seen here to stall the object's
@@ -721,6 +774,88 @@ impl ChannelObject {
             }
         });
     }
+
+    /// Starts the channel's waiting backend calls: on the task that makes them, which is started
+    /// here if it is not running, or woken if it is.
+    fn drive_backend_calls(&self) {
+        if self.driving.get() {
+            if let Some(kick) = self.kick.borrow_mut().take() {
+                let _ = kick.send(());
+            }
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        self.driving.set(true);
+        wasm_bindgen_futures::spawn_local(async move {
+            me.make_backend_calls().await;
+            me.driving.set(false);
+        });
+    }
+
+    /// The task that makes backend calls. It runs while the channel has calls in flight or
+    /// webhooks waiting, and meanwhile runs the channel's timers itself (a call's timeout, a
+    /// webhook retry), as a held request does: its pending `fetch` and timer also keep the object
+    /// from hibernating away from an answer it still expects.
+    async fn make_backend_calls(&self) {
+        use futures_util::stream::FuturesUnordered;
+        use futures_util::{StreamExt, future};
+
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            let (calls, busy, next_timer) = {
+                let mut guard = self.live.borrow_mut();
+                let Some(live) = guard.as_mut() else {
+                    break;
+                };
+                let calls = std::mem::take(&mut live.calls_to_make);
+                (
+                    calls,
+                    live.channel.backend_busy(),
+                    live.channel.poll_timeout(),
+                )
+            };
+            for call in calls {
+                let env = self.env.clone();
+                in_flight.push(async move {
+                    let id = call.id;
+                    (id, backend::call(&env, call).await)
+                });
+            }
+            if in_flight.is_empty() && !busy {
+                break;
+            }
+            let (kick, kicked) = oneshot::channel();
+            *self.kick.borrow_mut() = Some(kick);
+            let wait = next_timer.map_or(60_000, |at| at.saturating_sub(now_ms()));
+            let delay = worker::Delay::from(Duration::from_millis(wait));
+            let answered = async {
+                if in_flight.is_empty() {
+                    future::pending().await
+                } else {
+                    in_flight.next().await
+                }
+            };
+            futures_util::pin_mut!(answered);
+            match future::select(answered, future::select(delay, kicked)).await {
+                future::Either::Left((Some((id, answer)), _)) => {
+                    if let Some(live) = self.live.borrow_mut().as_mut() {
+                        live.channel.handle_backend_answer(id, answer, now_ms());
+                    }
+                    self.carry_out();
+                }
+                future::Either::Left((None, _)) => {}
+                future::Either::Right((future::Either::Left(((), _)), _)) => {
+                    self.run_due_timers();
+                    self.carry_out();
+                }
+                // New calls to start.
+                future::Either::Right((future::Either::Right(_), _)) => {}
+            }
+        }
+        *self.kick.borrow_mut() = None;
+    }
 }
 
 /// Sends a packet's frames, already JS values, to WebSocket `conn`; a socket that fails is gone.
@@ -750,6 +885,19 @@ fn store_attachment(ws: &WebSocket, attachment: &Attachment) {
 fn load_attachment(ws: &WebSocket) -> Option<Attachment> {
     let text = ws.as_ref().deserialize_attachment().ok()?.as_string()?;
     serde_json::from_str(&text).ok()
+}
+
+/// The forwarded headers of a request and its client's address, which Cloudflare gives as
+/// `CF-Connecting-IP`.
+fn client_info(headers: &Headers) -> ClientInfo {
+    let pairs: Vec<(String, String)> = headers.entries().collect();
+    let address = headers.get("cf-connecting-ip").ok().flatten();
+    ClientInfo::from_request(
+        pairs
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+        address,
+    )
 }
 
 /// The query string of a serialized URL (without `?` and fragment).

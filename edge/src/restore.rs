@@ -83,6 +83,8 @@ mod tests {
                     awaiting_connect: false,
                     connected_at: 0,
                     sockets: Vec::new(),
+                    client: None,
+                    calls: Vec::new(),
                 }),
             }),
             open,

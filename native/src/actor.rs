@@ -14,6 +14,7 @@ use futures_util::future::Either;
 use switchboard_core::api::{
     self, AckWaits, ApiError, ChannelEmit, ChannelEmitResult, EmitProgress, EmitTokens,
 };
+use switchboard_core::backend::{BackendAnswer, ClientInfo};
 use switchboard_core::channel::{
     Channel, ConnId, FastMap, Frames, Occupancy, Output, RandomSource,
 };
@@ -25,6 +26,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WebSocketFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
+use crate::backend_client;
 use crate::outbox::{Outbound, OutboxSender};
 
 /// How long an empty channel's task lingers before it ends.
@@ -59,6 +61,8 @@ pub enum Command {
         method: Method,
         sid: Option<String>,
         origin: Option<String>,
+        /// Who sent it, on channels whose connect hook wants to know.
+        client: Option<Box<ClientInfo>>,
         /// `None` when the body was larger than the channel's `max_payload`.
         body: Option<Bytes>,
         reply: oneshot::Sender<HttpResponse>,
@@ -69,6 +73,7 @@ pub enum Command {
     WsOpen {
         conn: ConnId,
         sid: Option<String>,
+        client: Option<Box<ClientInfo>>,
         outbound: OutboxSender,
     },
     WsText {
@@ -81,6 +86,11 @@ pub enum Command {
     },
     WsClosed {
         conn: ConnId,
+    },
+    /// How a call to the app backend ended.
+    BackendAnswer {
+        call: u64,
+        answer: BackendAnswer,
     },
     /// Close every session (server shutting down); answers once the closes are handed to the
     /// connections.
@@ -416,6 +426,7 @@ impl ChannelActor {
                 method,
                 sid,
                 origin,
+                client,
                 body,
                 reply,
             } => {
@@ -427,6 +438,7 @@ impl ChannelActor {
                         method,
                         sid.as_deref(),
                         origin.as_deref(),
+                        client.map(|client| *client).unwrap_or_default(),
                         body,
                         now,
                     ),
@@ -445,10 +457,16 @@ impl ChannelActor {
             Command::WsOpen {
                 conn,
                 sid,
+                client,
                 outbound,
             } => {
                 self.websockets.insert(conn, outbound);
-                self.channel.handle_ws_open(conn, sid.as_deref(), now);
+                let client = client.map(|client| *client).unwrap_or_default();
+                self.channel
+                    .handle_ws_open(conn, sid.as_deref(), client, now);
+            }
+            Command::BackendAnswer { call, answer } => {
+                self.channel.handle_backend_answer(call, answer, now);
             }
             Command::WsText { conn, text } => {
                 self.stats.websocket_messages += 1;
@@ -502,6 +520,7 @@ impl ChannelActor {
                     "websocket_messages": self.stats.websocket_messages,
                     "timers": self.stats.timers,
                     "sessions": self.channel.session_count(),
+                    "webhooks_dropped": self.channel.webhooks_dropped(),
                 }));
             }
         }
@@ -537,6 +556,22 @@ impl ChannelActor {
                     if let Some((result, reply)) = self.acks.record(answer) {
                         let _ = reply.send(Ok(result));
                     }
+                }
+                Output::BackendCall(call) => {
+                    // The call runs on its own; its answer comes back as a command, if the
+                    // channel still lives (a channel with calls in flight is not idle, so it
+                    // does, unless the server is stopping).
+                    let registry = self.registry.clone();
+                    let key = self.key.clone();
+                    let id = call.id;
+                    tokio::spawn(async move {
+                        let answer = backend_client::call(call).await;
+                        let command = Command::BackendAnswer { call: id, answer };
+                        registry.send_if_live(&key, command).await;
+                    });
+                }
+                Output::Warning { message } => {
+                    tracing::warn!(channel = %self.key, "{message}");
                 }
             }
         }

@@ -13,6 +13,8 @@
 //!   encoded once for all recipients.
 //! - [`outbox`]: the bounded queue from a channel to one WebSocket; a connection that lets it fill
 //!   up is dropped as too slow, so one stalled client never holds up the others.
+//! - `backend_client`: the calls to the app backend that core asks for (handlers, the connect
+//!   hook, webhooks), on one pooled keep-alive HTTP client.
 //! - [`settings`]: configuration from `wrangler.toml` `[vars]`, environment overrides, or the
 //!   embedded default, and the static folder of its `[assets]`.
 //!
@@ -23,6 +25,7 @@
 
 pub mod actor;
 pub mod api;
+mod backend_client;
 mod buffers;
 pub mod outbox;
 pub mod settings;
@@ -114,6 +117,8 @@ pub async fn serve(
     let websockets = options.websockets.clone();
     let app = app(&options, registry.clone());
     let (closing_tx, closing_rx) = tokio::sync::oneshot::channel::<()>();
+    // Connection info: the client's address, which a connect hook is told.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = closing_tx.send(());

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use switchboard_core::api::API_SECRET_VAR;
 use switchboard_core::auth::JWT_SECRET_VAR;
+use switchboard_core::backend::WEBHOOK_SECRET_VAR;
 use switchboard_native::Options;
 use switchboard_native::settings::{self, Source};
 use tracing_subscriber::EnvFilter;
@@ -69,6 +70,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let config = config.with_jwt_secret(jwt_secret.as_deref());
+    let webhook_secret = std::env::var(WEBHOOK_SECRET_VAR).ok();
+    if config.has_backend_channels() && webhook_secret.as_deref().unwrap_or("").is_empty() {
+        tracing::warn!(
+            "channels call the app backend but {WEBHOOK_SECRET_VAR} is not set: calls cannot be signed, so none is made (handlers answer INTERNAL_SERVER_ERROR, connect hooks refuse)"
+        );
+    }
+    let config = config.with_webhook_secret(webhook_secret.as_deref());
 
     let address: SocketAddr = format!("{}:{}", cli.host, cli.port)
         .parse()

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
-use axum::extract::Request;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use switchboard_core::backend::ClientInfo;
 use switchboard_core::channel::ConnId;
 use switchboard_core::config::ChannelPolicy;
 use switchboard_core::http::{
@@ -50,34 +53,65 @@ pub async fn engine_endpoint(state: AppState, request: Request) -> Response {
         Err(response) => return to_axum(response),
     };
     let (key, policy, query) = (admission.key, admission.policy, admission.query);
+    // Only a connect hook is shown who the client is; other channels keep nothing of it.
+    let client = policy
+        .auth
+        .asks_backend()
+        .then(|| Box::new(client_info(&request)));
     match query.transport {
-        TransportKind::WebSocket => websocket(request, state, key, policy, query.sid),
+        TransportKind::WebSocket => websocket(request, state, key, policy, query.sid, client),
         TransportKind::Polling => {
             let limit = usize::try_from(policy.max_payload).unwrap_or(usize::MAX);
             // Over the limit (or the client went away mid-body): `None`, and core answers 413 and
             // ends the session; nothing oversized is ever buffered.
             let body = to_bytes(request.into_body(), limit).await.ok();
-            polling(state, key, policy, method, query.sid, origin, body).await
+            let head = PollingHead {
+                method,
+                sid: query.sid,
+                origin,
+                client,
+            };
+            polling(state, key, policy, head, body).await
         }
     }
+}
+
+/// The forwarded headers of a request and its client's address (the TCP peer).
+fn client_info(request: &Request) -> ClientInfo {
+    let headers = request
+        .headers()
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)));
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_string());
+    ClientInfo::from_request(headers, address)
+}
+
+/// What a polling request says besides its body.
+struct PollingHead {
+    method: Method,
+    sid: Option<String>,
+    origin: Option<String>,
+    client: Option<Box<ClientInfo>>,
 }
 
 async fn polling(
     state: AppState,
     key: String,
     policy: Arc<ChannelPolicy>,
-    method: Method,
-    sid: Option<String>,
-    origin: Option<String>,
+    head: PollingHead,
     body: Option<Bytes>,
 ) -> Response {
     let request = next_conn_id();
     let (reply, answer) = oneshot::channel();
     let command = Command::Polling {
         request,
-        method,
-        sid,
-        origin,
+        method: head.method,
+        sid: head.sid,
+        origin: head.origin,
+        client: head.client,
         body,
         reply,
     };
@@ -125,6 +159,7 @@ fn websocket(
     key: String,
     policy: Arc<ChannelPolicy>,
     sid: Option<String>,
+    client: Option<Box<ClientInfo>>,
 ) -> Response {
     let accept = match handshake(&request) {
         Handshake::Accept(accept) => accept,
@@ -152,7 +187,7 @@ fn websocket(
             Some(websocket_config(&policy)),
         )
         .await;
-        run_websocket(&mut socket, &state.registry, &key, &policy, sid).await;
+        run_websocket(&mut socket, &state.registry, &key, &policy, sid, client).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -243,12 +278,14 @@ async fn run_websocket(
     key: &str,
     policy: &Arc<ChannelPolicy>,
     sid: Option<String>,
+    client: Option<Box<ClientInfo>>,
 ) {
     let conn = next_conn_id();
     let (outbound, mut from_channel) = outbox();
     let open = Command::WsOpen {
         conn,
         sid,
+        client,
         outbound,
     };
     registry.send(key, policy, open).await;

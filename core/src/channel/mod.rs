@@ -66,6 +66,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::backend::{BackendAnswer, BackendCall, ClientInfo};
 use crate::behaviour::{self, EngineLayer};
 use crate::config::ChannelPolicy;
 use crate::engineio;
@@ -76,9 +77,10 @@ use engine::{Engine, EngineEvent, Via};
 pub use engine::{
     ORDERLY_CLOSE_GRACE_MS, SessionKey, UPGRADE_NOOP_DELAY_MS, UPGRADE_TIMEOUT_MS, WsAdmission,
 };
+pub use snapshot::{CallSnapshot, CallSnapshotKind};
 pub use snapshot::{SessionSnapshot, SocketSnapshot};
-pub use sockets::MAX_GRANTED_ROOMS;
 use sockets::SocketLayer;
+pub use sockets::{ERROR_EVENT, HOOK_FAILED_MESSAGE, MAX_CALLS_PER_SOCKET, MAX_GRANTED_ROOMS};
 
 /// A host-chosen name for one WebSocket connection or one HTTP request; unique within a channel.
 pub type ConnId = u64;
@@ -131,6 +133,13 @@ pub enum Output {
         socket: String,
         reason: AckFailure,
     },
+    /// Make this call to the app backend, then hand how it ended to
+    /// [`Channel::handle_backend_answer`] under the call's id. The channel times the call out on
+    /// its own; the host may stop waiting after the call's `timeout_ms` too.
+    BackendCall(BackendCall),
+    /// Something the operator should know (a backend failing, webhook events dropped); hosts
+    /// log it. Never shown to clients.
+    Warning { message: String },
 }
 
 /// Why an acknowledgement will never come.
@@ -251,6 +260,8 @@ pub struct Channel {
     sockets: SocketLayer,
     /// The raw Engine.IO echo server has no Socket.IO layer: messages come straight back.
     echo: bool,
+    /// Who made the request being handled, for a session it opens.
+    client: Option<ClientInfo>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -278,6 +289,7 @@ impl Channel {
             sockets: SocketLayer::new(name.clone(), policy, behaviour),
             name,
             echo,
+            client: None,
         }
     }
 
@@ -365,9 +377,21 @@ impl Channel {
             .collect()
     }
 
-    /// True when nothing is open or pending: the host may drop the channel.
+    /// True when nothing is open or pending (no session, no backend call, no webhook waiting):
+    /// the host may drop the channel.
     pub fn is_idle(&self) -> bool {
-        self.engine.is_idle()
+        self.engine.is_idle() && self.sockets.is_idle()
+    }
+
+    /// Backend calls are in flight or webhooks wait to be sent: a host that runs them on a task of
+    /// their own keeps it (and the channel's timers) running until this is false.
+    pub fn backend_busy(&self) -> bool {
+        !self.sockets.is_idle()
+    }
+
+    /// Webhook events this channel dropped so far (queue full, or out of attempts).
+    pub fn webhooks_dropped(&self) -> u64 {
+        self.sockets.webhooks_dropped()
     }
 
     /// The snapshot of the session carried by WebSocket `conn`, if it is an active one.
@@ -376,13 +400,16 @@ impl Channel {
     }
 
     fn snapshot_of(&self, key: SessionKey) -> Option<SessionSnapshot> {
-        let (awaiting_connect, sockets) = self.sockets.snapshot(key);
-        Some(SessionSnapshot {
+        let mut snapshot = SessionSnapshot {
             sid: self.engine.sid(key)?.to_string(),
-            awaiting_connect,
+            awaiting_connect: false,
             connected_at: self.engine.opened_at(key)?,
-            sockets,
-        })
+            sockets: Vec::new(),
+            client: None,
+            calls: Vec::new(),
+        };
+        self.sockets.snapshot(key, &mut snapshot);
+        Some(snapshot)
     }
 
     /// Closes every session, e.g. because the server is shutting down. Clients see their transport
@@ -424,22 +451,28 @@ impl Channel {
 
     /// A polling request (GET, POST or any other method) on this channel's Engine.IO endpoint.
     ///
-    /// `sid` is the query's `sid`; `origin` the request's `Origin` header, used for CORS. The answer
-    /// comes as [`Output::Respond`], immediately or, for a GET with nothing to send yet, later.
+    /// `sid` is the query's `sid`; `origin` the request's `Origin` header, used for CORS;
+    /// `client` who sent it, which a connect hook sees if this request opens a session. The
+    /// answer comes as [`Output::Respond`], immediately or, for a GET with nothing to send yet,
+    /// later.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_polling(
         &mut self,
         request: ConnId,
         method: Method,
         sid: Option<&str>,
         origin: Option<&str>,
+        client: ClientInfo,
         body: Bytes,
         now: u64,
     ) {
         let cors = cors_headers(self.engine.policy(), origin);
+        self.client = Some(client);
         let posted = self
             .engine
             .handle_polling(request, method, sid, cors, body, now);
         self.route_events(now);
+        self.client = None;
         if let Some((key, packets)) = posted {
             // One packet at a time, each fully handled before the next is looked at: a packet may
             // close the session, and what follows it then never counts.
@@ -484,9 +517,27 @@ impl Channel {
     }
 
     /// A WebSocket opened on this channel. Without `sid` it starts a new session; with one it is the
-    /// probe of an upgrade from polling.
-    pub fn handle_ws_open(&mut self, conn: ConnId, sid: Option<&str>, now: u64) {
+    /// probe of an upgrade from polling. `client` is who opened it (see
+    /// [`Channel::handle_polling`]).
+    pub fn handle_ws_open(
+        &mut self,
+        conn: ConnId,
+        sid: Option<&str>,
+        client: ClientInfo,
+        now: u64,
+    ) {
+        self.client = Some(client);
         self.engine.handle_ws_open(conn, sid, now);
+        self.route_events(now);
+        self.client = None;
+    }
+
+    /// How a backend call ended (see [`Output::BackendCall`]): the backend's response, or why
+    /// there was none. Settles the call: the client's ack, the answer's emits and rooms, the
+    /// connect hook's decision, a webhook batch delivered or retried later.
+    pub fn handle_backend_answer(&mut self, call: u64, answer: BackendAnswer, now: u64) {
+        self.sockets
+            .handle_backend_answer(&mut self.engine, call, answer, now);
         self.route_events(now);
     }
 
@@ -548,7 +599,7 @@ impl Channel {
             match event {
                 EngineEvent::Opened(key) => {
                     if !self.echo {
-                        self.sockets.opened(key, now);
+                        self.sockets.opened(key, self.client.take(), now);
                     }
                 }
                 EngineEvent::Message(key, text) => {
@@ -575,7 +626,9 @@ impl Channel {
                         self.sockets.binary(&mut self.engine, key, bytes, now);
                     }
                 }
-                EngineEvent::Closed(key, _reason) => self.sockets.closed(&mut self.engine, key),
+                EngineEvent::Closed(key, reason) => {
+                    self.sockets.closed(&mut self.engine, key, reason, now);
+                }
             }
         }
     }

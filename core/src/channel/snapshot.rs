@@ -2,6 +2,9 @@
 //! session: small and serializable, stored as the WebSocket's attachment.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backend::ClientInfo;
 
 /// Everything needed to rebuild a WebSocket session after the host restarts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,6 +18,40 @@ pub struct SessionSnapshot {
     pub connected_at: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<SocketSnapshot>,
+    /// The handshake's forwarded headers and address, on channels whose connect hook sees them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientInfo>,
+    /// Backend calls made for this session and not answered yet: a rebuilt channel still answers
+    /// them when the answer comes, or times them out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallSnapshot>,
+}
+
+/// A backend call in flight, inside a [`SessionSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSnapshot {
+    /// The host's name for the call.
+    pub id: u64,
+    pub deadline: u64,
+    pub namespace: String,
+    /// The call's socket id: the sender's, or the one a connect hook's socket will get.
+    pub socket: String,
+    #[serde(flatten)]
+    pub kind: CallSnapshotKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CallSnapshotKind {
+    /// A client event's handler; `ack` is the client's ack id, if it asked for one.
+    Event { event: String, ack: Option<u64> },
+    /// The connect hook, with what the token granted.
+    Connect {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        granted_rooms: Vec<String>,
+    },
 }
 
 /// One namespace membership inside a [`SessionSnapshot`].
@@ -35,4 +72,10 @@ pub struct SocketSnapshot {
     /// (ack id, host token, deadline) of server emits still waiting for an ack.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_acks: Vec<(u64, u64, u64)>,
+    /// What the connect hook said of the user (`user.info`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_info: Option<Value>,
+    /// Data the connect hook kept on the socket, sent with each handler call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }

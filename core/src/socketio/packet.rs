@@ -265,6 +265,21 @@ impl Packet {
         )
     }
 
+    /// CONNECT refused with data for the client, as socket.io's middleware errors carry it:
+    /// `{"message": message, "data": data}`.
+    pub fn connect_error_with_data(namespace: &str, message: &str, data: Option<Value>) -> Packet {
+        let mut payload = Map::with_capacity(2);
+        payload.insert("message".into(), Value::String(message.to_string()));
+        if let Some(data) = data {
+            payload.insert("data".into(), data);
+        }
+        Packet::new(
+            PacketKind::ConnectError,
+            namespace,
+            Some(Value::Object(payload)),
+        )
+    }
+
     pub fn disconnect(namespace: &str) -> Packet {
         Packet::new(PacketKind::Disconnect, namespace, None)
     }
@@ -447,6 +462,9 @@ pub fn validate_placeholders(data: &Value, attachments: usize) -> Result<(), Sio
         None => Ok(()),
     }
 }
+
+/// The key that marks a binary placeholder.
+pub const PLACEHOLDER_KEY: &str = "_placeholder";
 
 /// The JSON that stands for attachment `num`: `{"_placeholder":true,"num":num}`.
 pub fn placeholder(num: usize) -> Value {

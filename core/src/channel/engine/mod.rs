@@ -227,6 +227,13 @@ impl Engine {
         }
     }
 
+    /// A random number, for names the host and the channel share (backend call ids).
+    pub fn random_u64(&mut self) -> u64 {
+        let mut bytes = [0u8; 8];
+        self.random.fill_bytes(&mut bytes);
+        u64::from_le_bytes(bytes)
+    }
+
     /// Queues frames for a session on whatever transport it uses now.
     pub fn send(&mut self, key: SessionKey, frames: &Frames) {
         let Some(session) = self.sessions.get_mut(&key) else {

@@ -6,17 +6,19 @@
 //! [`Engine::close`]. A broadcast is encoded once and handed to the engine with all its
 //! recipients.
 //!
-//! Features that build on sockets live here too, each in its own file as it arrives: backend
-//! handler calls, connection-state recovery, presence.
+//! Features that build on sockets live here too, each in its own file: calls to the app backend
+//! (`handlers.rs`: event handlers, the connect hook) and lifecycle webhooks (`webhooks.rs`).
 
+mod handlers;
 mod namespace;
 mod socket;
+pub(crate) mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use super::engine::{Engine, SessionKey};
 use super::timers::TimerQueue;
@@ -25,20 +27,30 @@ use super::{
     Output, ServerEmit, SessionSnapshot, SocketSnapshot,
 };
 use crate::auth::{self, Grant};
-use crate::behaviour::{Action, Audience, Behaviour, ConnectDecision, IncomingEvent, SocketView};
-use crate::config::{AuthMode, ChannelPolicy};
+use crate::backend::{self, ClientInfo};
+use crate::behaviour::{
+    Action, Audience, Behaviour, ConnectDecision, IncomingEvent, RESERVED_PREFIX, SocketView,
+};
+use crate::config::{BehaviourKind, ChannelPolicy};
 use crate::frame::WireFrame;
 use crate::socketio::{self, PacketKind, PartialBinaryPacket, RESERVED_EVENTS};
 
+pub use handlers::{ERROR_EVENT, HOOK_FAILED_MESSAGE, MAX_CALLS_PER_SOCKET};
+use handlers::{HookAdmission, PendingCall, disconnect_reason};
 use namespace::Namespace;
 pub use socket::MAX_GRANTED_ROOMS;
-use socket::{PendingAck, SioSession, SocketMap, SocketState};
+use socket::{HookData, PendingAck, SioSession, SocketMap, SocketState};
+use webhooks::Webhooks;
 
 /// The Socket.IO layer's timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum SocketTimer {
     /// The session's earliest deadline: its connect timeout, its sockets' ack timeouts.
     Session(SessionKey),
+    /// A backend call's deadline.
+    Call(u64),
+    /// The next webhook batch is due.
+    Webhooks,
 }
 
 pub(crate) struct SocketLayer {
@@ -51,6 +63,9 @@ pub(crate) struct SocketLayer {
     sessions: FastMap<SessionKey, SioSession>,
     namespaces: BTreeMap<String, Namespace>,
     timers: TimerQueue<SocketTimer>,
+    /// Backend calls waiting for their answer, by the host's id.
+    calls: FastMap<u64, PendingCall>,
+    webhooks: Webhooks,
 }
 
 impl std::fmt::Debug for SocketLayer {
@@ -77,6 +92,8 @@ impl SocketLayer {
             sessions: FastMap::default(),
             namespaces: BTreeMap::new(),
             timers: TimerQueue::default(),
+            calls: FastMap::default(),
+            webhooks: Webhooks::default(),
         }
     }
 
@@ -84,13 +101,27 @@ impl SocketLayer {
         self.timers.next()
     }
 
+    /// No backend call or webhook is waiting.
+    pub fn is_idle(&self) -> bool {
+        self.calls.is_empty() && self.webhooks.is_idle()
+    }
+
+    /// Webhook events dropped so far (queue full, or out of attempts).
+    pub fn webhooks_dropped(&self) -> u64 {
+        self.webhooks.dropped
+    }
+
     // ---------------------------------------------------------------------------------------------
     // Engine events
 
-    /// A new Engine.IO session: it has the connect timeout to join a namespace.
-    pub fn opened(&mut self, key: SessionKey, now: u64) {
+    /// A new Engine.IO session: it has the connect timeout to join a namespace. `client` is
+    /// kept for the connect hook, on channels that have one.
+    pub fn opened(&mut self, key: SessionKey, client: Option<ClientInfo>, now: u64) {
         let session = SioSession {
             connect_deadline: Some(now + self.policy.connect_timeout_ms),
+            client: client
+                .filter(|_| self.policy.auth.asks_backend())
+                .map(Box::new),
             ..SioSession::default()
         };
         self.sessions.insert(key, session);
@@ -99,13 +130,20 @@ impl SocketLayer {
 
     /// The session ended: its sockets leave their namespaces and rooms, and pending acks are
     /// reported unanswered.
-    pub fn closed(&mut self, engine: &mut Engine, key: SessionKey) {
+    pub fn closed(&mut self, engine: &mut Engine, key: SessionKey, reason: CloseReason, now: u64) {
         let Some(mut session) = self.sessions.remove(&key) else {
             return;
         };
         self.timers.cancel(SocketTimer::Session(key));
         for (namespace, socket) in session.sockets.drain() {
-            self.forget_socket(engine, key, &namespace, socket);
+            self.forget_socket(
+                engine,
+                key,
+                &namespace,
+                socket,
+                disconnect_reason(reason),
+                now,
+            );
         }
     }
 
@@ -161,13 +199,26 @@ impl SocketLayer {
         }
     }
 
-    /// Runs every Socket.IO timer due at `now`: connect timeouts and ack timeouts.
+    /// Runs every Socket.IO timer due at `now`: connect timeouts, ack timeouts, backend calls'
+    /// timeouts and webhook batches.
     pub fn handle_timeout(&mut self, engine: &mut Engine, now: u64) {
-        while let Some(SocketTimer::Session(key)) = self.timers.pop_due(now) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            let key = match timer {
+                SocketTimer::Session(key) => key,
+                SocketTimer::Call(id) => {
+                    self.call_timed_out(engine, id, now);
+                    continue;
+                }
+                SocketTimer::Webhooks => {
+                    self.send_webhooks(engine, now);
+                    continue;
+                }
+            };
             let Some(session) = self.sessions.get_mut(&key) else {
                 continue;
             };
-            if session.connect_deadline.is_some_and(|at| at <= now) {
+            if session.pending_connects == 0 && session.connect_deadline.is_some_and(|at| at <= now)
+            {
                 engine.close(key, CloseReason::ConnectTimeout);
                 continue;
             }
@@ -205,7 +256,7 @@ impl SocketLayer {
                 self.connect(engine, key, &packet.namespace, packet.data.as_ref(), now);
             }
             PacketKind::Disconnect => {
-                self.disconnect(engine, key, &packet.namespace);
+                self.disconnect(engine, key, &packet.namespace, now);
                 engine.session_changed(key);
             }
             PacketKind::Event | PacketKind::BinaryEvent => {
@@ -272,30 +323,79 @@ impl SocketLayer {
             engine.send(key, &frames);
             return;
         }
+        if self.connect_pending(key, namespace) {
+            // The connect hook is deciding about this namespace already.
+            return;
+        }
         // Private channels: the token decides, before anything else is revealed.
-        let grant = match self.policy.auth {
-            AuthMode::Public => Grant::default(),
-            AuthMode::Private => {
-                match auth::verify_connect(auth, &self.policy, &self.name, &self.params, now) {
-                    Ok(grant) => grant,
-                    Err(reason) => {
-                        Self::refuse_connect(engine, key, namespace, &reason);
-                        return;
-                    }
+        let grant = if self.policy.auth.needs_token() {
+            match auth::verify_connect(auth, &self.policy, &self.name, &self.params, now) {
+                Ok(grant) => grant,
+                Err(reason) => {
+                    Self::refuse_connect(engine, key, namespace, &reason);
+                    return;
                 }
             }
+        } else {
+            Grant::default()
         };
-        if let Some(max) = self.policy.max_sockets {
-            let sockets: usize = self.namespaces.values().map(|ns| ns.sockets.len()).sum();
-            if sockets as u64 >= max {
-                let reason = format!("channel is full: at most {max} sockets");
+        if let Some(reason) = self.full() {
+            Self::refuse_connect(engine, key, namespace, &reason);
+            return;
+        }
+        let socket_id = self.new_socket_id(engine, namespace);
+        if self.policy.auth.asks_backend() {
+            self.call_connect_hook(engine, key, namespace, socket_id, grant, auth, now);
+            return;
+        }
+        self.admit(engine, key, namespace, socket_id, grant, None, auth, now);
+    }
+
+    /// Why the channel takes no more sockets, if it is full.
+    fn full(&self) -> Option<String> {
+        let max = self.policy.max_sockets?;
+        let sockets: usize = self.namespaces.values().map(|ns| ns.sockets.len()).sum();
+        (sockets as u64 >= max).then(|| format!("channel is full: at most {max} sockets"))
+    }
+
+    fn new_socket_id(&self, engine: &mut Engine, namespace: &str) -> String {
+        let taken = self.namespaces.get(namespace);
+        engine.new_id(|id| taken.is_some_and(|namespace| namespace.sockets.contains_key(id)))
+    }
+
+    /// Lets a socket into `namespace`, once the token and the connect hook (if any) agreed: the
+    /// behaviour has the last word, then the client gets its CONNECT reply.
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        namespace: &str,
+        mut socket_id: String,
+        grant: Grant,
+        hook: Option<HookAdmission>,
+        auth: Option<&Value>,
+        now: u64,
+    ) {
+        match self.sessions.get(&key) {
+            Some(session) if session.sockets.get(namespace).is_none() => {}
+            // Gone, or connected meanwhile.
+            _ => return,
+        }
+        if hook.is_some() {
+            // The channel may have filled up, or the id been taken, while the hook decided.
+            if let Some(reason) = self.full() {
                 Self::refuse_connect(engine, key, namespace, &reason);
                 return;
             }
+            if self
+                .namespaces
+                .get(namespace)
+                .is_some_and(|ns| ns.sockets.contains_key(&socket_id))
+            {
+                socket_id = self.new_socket_id(engine, namespace);
+            }
         }
-        let taken = self.namespaces.get(namespace);
-        let socket_id =
-            engine.new_id(|id| taken.is_some_and(|namespace| namespace.sockets.contains_key(id)));
         let no_rooms = BTreeSet::new();
         let view = SocketView {
             id: &socket_id,
@@ -303,43 +403,79 @@ impl SocketLayer {
             rooms: &no_rooms,
             granted_rooms: &grant.rooms,
         };
-        match self.behaviour.on_connect(view, auth) {
+        let actions = match self.behaviour.on_connect(view, auth) {
             ConnectDecision::Reject(message) => {
                 Self::refuse_connect(engine, key, namespace, &message);
+                return;
             }
-            ConnectDecision::Accept(actions) => {
-                let Some(session) = self.sessions.get_mut(&key) else {
-                    return;
-                };
-                session.connect_deadline = None;
-                let mut socket = SocketState::new(socket_id.clone());
-                socket.user = grant.subject;
-                socket.granted_rooms = grant.rooms;
-                socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
-                socket.allowance = self
-                    .policy
-                    .events_per_second
-                    .map(|rate| (rate.saturating_mul(1000), now));
-                session.sockets.insert(namespace.to_string(), socket);
-                self.namespaces
-                    .entry(namespace.to_string())
-                    .or_default()
-                    .sockets
-                    .insert(socket_id.clone(), key);
-                let frames = frames_of(
-                    &socketio::Packet::connect_ok(namespace, &socket_id),
-                    Vec::new(),
-                );
-                engine.send(key, &frames);
-                self.apply_actions(engine, key, namespace, None, actions);
-                engine.session_changed(key);
-                self.schedule(key);
+            ConnectDecision::Accept(actions) => actions,
+        };
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        session.connect_deadline = None;
+        let mut socket = SocketState::new(socket_id.clone());
+        socket.user = grant.subject;
+        socket.granted_rooms = grant.rooms;
+        socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
+        socket.allowance = self
+            .policy
+            .events_per_second
+            .map(|rate| (rate.saturating_mul(1000), now));
+        let mut hook_rooms = Vec::new();
+        if let Some(hook) = hook {
+            if hook.user.is_some() {
+                socket.user = hook.user;
             }
+            if hook.user_info.is_some() || hook.data.is_some() {
+                socket.hook = Some(Box::new(HookData {
+                    user_info: hook.user_info,
+                    data: hook.data,
+                }));
+            }
+            hook_rooms = hook.rooms;
+        }
+        let user = socket_user_json(&socket);
+        session.sockets.insert(namespace.to_string(), socket);
+        self.namespaces
+            .entry(namespace.to_string())
+            .or_default()
+            .sockets
+            .insert(socket_id.clone(), key);
+        let frames = frames_of(
+            &socketio::Packet::connect_ok(namespace, &socket_id),
+            Vec::new(),
+        );
+        engine.send(key, &frames);
+        for room in hook_rooms {
+            self.join(key, namespace, room);
+        }
+        self.apply_actions(engine, key, namespace, None, actions);
+        engine.session_changed(key);
+        self.schedule(key);
+        if self.policy.webhooks.channel_occupied && self.total_sockets() == 1 {
+            self.webhook(engine, "channel_occupied", Map::new(), now);
+        }
+        if self.policy.webhooks.socket_connected {
+            let mut fields = Map::new();
+            fields.insert("namespace".into(), namespace.into());
+            fields.insert("socket".into(), json!({ "id": socket_id, "user": user }));
+            self.webhook(engine, "socket_connected", fields, now);
         }
     }
 
-    /// Removes the session's socket from `namespace` and from all its rooms.
-    fn disconnect(&mut self, engine: &mut Engine, key: SessionKey, namespace: &str) {
+    fn total_sockets(&self) -> usize {
+        self.namespaces.values().map(|ns| ns.sockets.len()).sum()
+    }
+
+    fn socket_mut(&mut self, key: SessionKey, namespace: &str) -> Option<&mut SocketState> {
+        self.sessions
+            .get_mut(&key)
+            .and_then(|session| session.sockets.get_mut(namespace))
+    }
+
+    /// Removes the session's socket from `namespace` and from all its rooms: the client left it.
+    fn disconnect(&mut self, engine: &mut Engine, key: SessionKey, namespace: &str, now: u64) {
         let Some(socket) = self
             .sessions
             .get_mut(&key)
@@ -347,17 +483,27 @@ impl SocketLayer {
         else {
             return;
         };
-        self.forget_socket(engine, key, namespace, socket);
+        self.forget_socket(
+            engine,
+            key,
+            namespace,
+            socket,
+            "client namespace disconnect",
+            now,
+        );
         self.schedule(key);
     }
 
-    /// Takes a socket out of its namespace and rooms; its pending acks go unanswered.
+    /// Takes a socket out of its namespace and rooms; its pending acks go unanswered. `reason`
+    /// is socket.io's name for why it went.
     fn forget_socket(
         &mut self,
         engine: &mut Engine,
         key: SessionKey,
         namespace: &str,
         socket: SocketState,
+        reason: &str,
+        now: u64,
     ) {
         for pending in socket.pending_acks.values() {
             engine.push_output(Output::AckUnanswered {
@@ -374,6 +520,19 @@ impl SocketLayer {
             if ns.sockets.is_empty() {
                 self.namespaces.remove(namespace);
             }
+        }
+        if self.policy.webhooks.socket_disconnected {
+            let mut fields = Map::new();
+            fields.insert("namespace".into(), namespace.into());
+            fields.insert(
+                "socket".into(),
+                json!({ "id": socket.id, "user": socket_user_json(&socket) }),
+            );
+            fields.insert("reason".into(), reason.into());
+            self.webhook(engine, "socket_disconnected", fields, now);
+        }
+        if self.policy.webhooks.channel_vacated && self.total_sockets() == 0 {
+            self.webhook(engine, "channel_vacated", Map::new(), now);
         }
     }
 
@@ -418,6 +577,64 @@ impl SocketLayer {
         };
         let Some(name) = packet.event_name() else {
             engine.close(key, CloseReason::ProtocolError);
+            return;
+        };
+        if self
+            .policy
+            .webhook_client_events
+            .iter()
+            .any(|event| event == name)
+        {
+            let mut fields = Map::new();
+            fields.insert("namespace".into(), namespace.into());
+            fields.insert(
+                "socket".into(),
+                json!({ "id": socket.id, "user": socket_user_json(socket) }),
+            );
+            fields.insert("event".into(), name.into());
+            let rest = match args {
+                Value::Array(items) => Value::Array(items.get(1..).unwrap_or_default().to_vec()),
+                _ => Value::Array(Vec::new()),
+            };
+            fields.insert(
+                "args".into(),
+                backend::with_binary_inline(&rest, &attachments),
+            );
+            self.webhook(engine, "client_event", fields, now);
+        }
+        // An event with a handler goes to the backend, and only there.
+        if let Some(handler) = self.policy.handlers.get(name).cloned() {
+            self.call_handler(
+                engine,
+                key,
+                namespace,
+                name,
+                &handler,
+                args,
+                &attachments,
+                packet.id,
+                now,
+            );
+            return;
+        }
+        // With an allow-list, only the events it names are relayed; the others are the server's.
+        if self.policy.behaviour == BehaviourKind::Relay
+            && !name.starts_with(RESERVED_PREFIX)
+            && let Some(allowed) = &self.policy.relay_events
+            && !allowed.iter().any(|event| event == name)
+        {
+            let error = json!({
+                "code": "EVENT_NOT_ALLOWED",
+                "message": format!("clients may not send {name:?} on this channel"),
+            });
+            self.answer_error(engine, key, namespace, name, packet.id, error);
+            return;
+        }
+        let Some(socket) = self
+            .sessions
+            .get(&key)
+            .and_then(|session| session.sockets.get(namespace))
+        else {
             return;
         };
         let view = SocketView {
@@ -722,11 +939,11 @@ impl SocketLayer {
     // ---------------------------------------------------------------------------------------------
     // Rebuilding
 
-    /// This layer's part of a session's snapshot: whether it still awaits its CONNECT, and its
-    /// sockets.
-    pub fn snapshot(&self, key: SessionKey) -> (bool, Vec<SocketSnapshot>) {
+    /// This layer's part of a session's snapshot: whether it still awaits its CONNECT, its
+    /// sockets, its client's headers and its calls in flight.
+    pub fn snapshot(&self, key: SessionKey, snapshot: &mut SessionSnapshot) {
         let Some(session) = self.sessions.get(&key) else {
-            return (false, Vec::new());
+            return;
         };
         let sockets = session
             .sockets
@@ -743,9 +960,14 @@ impl SocketLayer {
                     .iter()
                     .map(|(id, ack)| (*id, ack.token, ack.deadline))
                     .collect(),
+                user_info: socket.hook.as_ref().and_then(|hook| hook.user_info.clone()),
+                data: socket.hook.as_ref().and_then(|hook| hook.data.clone()),
             })
             .collect();
-        (session.connect_deadline.is_some(), sockets)
+        snapshot.awaiting_connect = session.connect_deadline.is_some();
+        snapshot.sockets = sockets;
+        snapshot.client = session.client.as_deref().cloned();
+        snapshot.calls = self.call_snapshots(key);
     }
 
     /// Rebuilds session `key`'s sockets from its snapshot.
@@ -761,6 +983,7 @@ impl SocketLayer {
                     .max(now),
             );
         }
+        session.client = snapshot.client.map(Box::new);
         let mut sockets = SocketMap::default();
         for socket in snapshot.sockets {
             let namespace = self.namespaces.entry(socket.namespace.clone()).or_default();
@@ -782,11 +1005,19 @@ impl SocketLayer {
                         .into_iter()
                         .map(|(id, token, deadline)| (id, PendingAck { token, deadline }))
                         .collect(),
+                    calls_in_flight: 0,
+                    hook: (socket.user_info.is_some() || socket.data.is_some()).then(|| {
+                        Box::new(HookData {
+                            user_info: socket.user_info,
+                            data: socket.data,
+                        })
+                    }),
                 },
             );
         }
         session.sockets = sockets;
         self.sessions.insert(key, session);
+        self.restore_calls(key, snapshot.calls, now);
         self.schedule(key);
     }
 
@@ -798,6 +1029,15 @@ impl SocketLayer {
             .and_then(|session| session.next_deadline());
         self.timers
             .set_or_cancel(SocketTimer::Session(key), deadline);
+    }
+}
+
+/// A socket's user as calls and webhooks show it: `{ id, info }`, or null.
+fn socket_user_json(socket: &SocketState) -> Value {
+    let info = socket.hook.as_ref().and_then(|hook| hook.user_info.clone());
+    match (&socket.user, info) {
+        (None, None) => Value::Null,
+        (id, info) => json!({ "id": id, "info": info }),
     }
 }
 

@@ -3,6 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde_json::Value;
+
+use crate::backend::ClientInfo;
 use crate::socketio::PartialBinaryPacket;
 
 /// Most token-granted rooms kept per socket (bounds the snapshot a Durable Object stores).
@@ -30,6 +33,18 @@ pub(crate) struct SocketState {
     /// Next id for a server emit that asks for an ack.
     pub next_ack_id: u64,
     pub pending_acks: BTreeMap<u64, PendingAck>,
+    /// Handler calls this socket has waiting for the backend.
+    pub calls_in_flight: u16,
+    /// What the connect hook kept on the socket. Boxed: most sockets have none.
+    pub hook: Option<Box<HookData>>,
+}
+
+/// What a connect hook kept on a socket, sent along with each of its handler calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HookData {
+    /// The hook's `user.info`.
+    pub user_info: Option<Value>,
+    pub data: Option<Value>,
 }
 
 impl SocketState {
@@ -42,6 +57,8 @@ impl SocketState {
             allowance: None,
             next_ack_id: 0,
             pending_acks: BTreeMap::new(),
+            calls_in_flight: 0,
+            hook: None,
         }
     }
 
@@ -131,6 +148,10 @@ pub(crate) struct SioSession {
     pub partial: Option<Box<PartialBinaryPacket>>,
     /// Set until the client connects to a first namespace.
     pub connect_deadline: Option<u64>,
+    /// The handshake's headers and address, kept on channels whose connect hook sees them.
+    pub client: Option<Box<ClientInfo>>,
+    /// Connect hooks in flight for this session.
+    pub pending_connects: u8,
 }
 
 impl SioSession {
@@ -141,6 +162,9 @@ impl SioSession {
             .values()
             .flat_map(|socket| socket.pending_acks.values().map(|ack| ack.deadline))
             .min();
-        [self.connect_deadline, acks].into_iter().flatten().min()
+        // While a connect hook decides, the connect timeout waits for its answer (the call has a
+        // deadline of its own).
+        let connect = self.connect_deadline.filter(|_| self.pending_connects == 0);
+        [connect, acks].into_iter().flatten().min()
     }
 }

@@ -1,5 +1,7 @@
 //! Drives a channel from both ends with a manual clock, as a host would.
 
+mod backend;
+
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -9,6 +11,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::backend::ClientInfo;
 use crate::config::{BehaviourKind, ChannelPolicy, RelayMode};
 use crate::testing::SequenceRandom;
 
@@ -65,7 +68,8 @@ impl Harness {
 
     /// Opens a WebSocket session and returns its sid.
     fn open_ws(&mut self, conn: ConnId) -> String {
-        self.channel.handle_ws_open(conn, None, self.now);
+        self.channel
+            .handle_ws_open(conn, None, ClientInfo::default(), self.now);
         let texts = texts(&self.outputs(), conn);
         let open = texts.first().expect("handshake sent");
         let handshake: Value = serde_json::from_str(&open[1..]).expect("handshake is JSON");
@@ -124,8 +128,15 @@ impl Harness {
 
     /// Opens a polling session with request `request` and returns its sid.
     fn open_polling(&mut self, request: ConnId) -> String {
-        self.channel
-            .handle_polling(request, Method::Get, None, None, Bytes::new(), self.now);
+        self.channel.handle_polling(
+            request,
+            Method::Get,
+            None,
+            None,
+            ClientInfo::default(),
+            Bytes::new(),
+            self.now,
+        );
         let text = body(&response_to(&self.outputs(), request).expect("handshake answered"));
         let handshake: Value = serde_json::from_str(&text[1..]).expect("handshake is JSON");
         handshake["sid"].as_str().expect("sid").to_string()
@@ -137,6 +148,7 @@ impl Harness {
             Method::Get,
             Some(sid),
             None,
+            ClientInfo::default(),
             Bytes::new(),
             self.now,
         );
@@ -148,6 +160,7 @@ impl Harness {
             Method::Post,
             Some(sid),
             None,
+            ClientInfo::default(),
             Bytes::from(body.to_string()),
             self.now,
         );
@@ -611,6 +624,7 @@ fn polling_session_exchanges_packets() {
         Method::Get,
         None,
         Some("http://a.example"),
+        ClientInfo::default(),
         Bytes::new(),
         h.now,
     );
@@ -643,8 +657,15 @@ fn polling_session_exchanges_packets() {
 #[test]
 fn polling_errors_follow_the_protocol() {
     let mut h = Harness::relay(RelayMode::All);
-    h.channel
-        .handle_polling(1, Method::Post, None, None, Bytes::new(), h.now);
+    h.channel.handle_polling(
+        1,
+        Method::Post,
+        None,
+        None,
+        ClientInfo::default(),
+        Bytes::new(),
+        h.now,
+    );
     assert_eq!(response_to(&h.outputs(), 1).unwrap().status, 400);
     h.get(2, "unknown");
     let response = response_to(&h.outputs(), 2).unwrap();
@@ -695,7 +716,8 @@ fn upgrade_from_polling_to_websocket() {
     h.get(3, &sid);
     h.outputs();
     h.get(4, &sid);
-    h.channel.handle_ws_open(100, Some(&sid), h.now);
+    h.channel
+        .handle_ws_open(100, Some(&sid), ClientInfo::default(), h.now);
     h.text(100, "2probe");
     let out = h.outputs();
     assert_eq!(texts(&out, 100), vec!["3probe"]);
@@ -713,7 +735,8 @@ fn upgrade_from_polling_to_websocket() {
     // Polling is over for this sid; a second WebSocket is refused.
     h.get(5, &sid);
     assert_eq!(response_to(&h.outputs(), 5).unwrap().status, 400);
-    h.channel.handle_ws_open(101, Some(&sid), h.now);
+    h.channel
+        .handle_ws_open(101, Some(&sid), ClientInfo::default(), h.now);
     assert!(closed(&h.outputs(), 101).is_some());
     h.text(100, r#"42["hi"]"#);
     assert_eq!(texts(&h.outputs(), 100), vec![r#"42["hi"]"#]);
@@ -726,7 +749,8 @@ fn a_get_racing_the_upgrade_packet_is_refused_and_one_racing_the_probe_gets_a_no
     h.post(2, &sid, "40");
     h.get(3, &sid);
     h.outputs();
-    h.channel.handle_ws_open(100, Some(&sid), h.now);
+    h.channel
+        .handle_ws_open(100, Some(&sid), ClientInfo::default(), h.now);
     h.text(100, "2probe");
     h.outputs();
     // A GET that reaches the channel after the probe but before the client's "5", which it sent
@@ -742,7 +766,8 @@ fn a_get_racing_the_upgrade_packet_is_refused_and_one_racing_the_probe_gets_a_no
     h.post(11, &sid, "40");
     h.get(12, &sid);
     h.outputs();
-    h.channel.handle_ws_open(200, Some(&sid), h.now);
+    h.channel
+        .handle_ws_open(200, Some(&sid), ClientInfo::default(), h.now);
     h.text(200, "2probe");
     h.outputs();
     h.get(13, &sid);
@@ -770,12 +795,14 @@ fn a_second_websocket_for_a_session_is_accepted_then_closed() {
     // Upgrading or upgraded, a second socket for the session gets a handshake and a close, not an
     // HTTP error (engine.io does the same), and the first goes on.
     assert_eq!(h.channel.check_ws_open(Some(&sid)), Ok(WsAdmission::Accept));
-    h.channel.handle_ws_open(100, Some(&sid), h.now);
+    h.channel
+        .handle_ws_open(100, Some(&sid), ClientInfo::default(), h.now);
     assert!(matches!(
         h.channel.check_ws_open(Some(&sid)),
         Ok(WsAdmission::AcceptAndClose { code: 1002, .. })
     ));
-    h.channel.handle_ws_open(101, Some(&sid), h.now);
+    h.channel
+        .handle_ws_open(101, Some(&sid), ClientInfo::default(), h.now);
     assert!(closed(&h.outputs(), 101).is_some());
     h.text(100, "2probe");
     assert_eq!(texts(&h.outputs(), 100), vec!["3probe"]);

@@ -1,0 +1,85 @@
+//! The calls core asks for ([`Output::BackendCall`](switchboard_core::channel::Output)), made with
+//! `fetch`: to the backend's public URL, or through a service binding named [`SERVICE_BINDING`]
+//! when the Worker has one (then the URL's path is kept and its host does not matter).
+//!
+//! Redirects are not followed (a signed call goes where it was configured to, or fails), an
+//! answer is read up to [`MAX_ANSWER_BYTES`], and the call is aborted at its timeout; core times
+//! it out on its own clock as well.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::future::{Either, select};
+use switchboard_core::backend::{BackendAnswer, BackendCall, MAX_ANSWER_BYTES};
+use worker::{
+    AbortController, AbortSignal, Delay, Env, Fetch, Headers, Method, Request, RequestInit,
+    RequestRedirect, Response,
+};
+
+/// The service binding that, when present, carries every backend call (a Worker of the app).
+pub const SERVICE_BINDING: &str = "BACKEND";
+
+/// Makes the call and says how it ended.
+pub async fn call(env: &Env, call: BackendCall) -> BackendAnswer {
+    let timeout = Delay::from(Duration::from_millis(call.timeout_ms));
+    let abort = AbortController::default();
+    let signal = abort.signal();
+    let sent = send(env, &call, &signal);
+    futures_util::pin_mut!(sent);
+    match select(sent, timeout).await {
+        Either::Left((answer, _)) => answer,
+        Either::Right(((), _)) => {
+            abort.abort();
+            BackendAnswer::Failed(format!("timed out after {} ms", call.timeout_ms))
+        }
+    }
+}
+
+async fn send(env: &Env, call: &BackendCall, signal: &AbortSignal) -> BackendAnswer {
+    let headers = Headers::new();
+    for (name, value) in &call.headers {
+        if headers.set(name, value).is_err() {
+            return BackendAnswer::Failed(format!("header {name} cannot be sent"));
+        }
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual)
+        .with_body(Some(js_sys::Uint8Array::from(call.body.as_ref()).into()));
+    let response = match env.service(SERVICE_BINDING) {
+        Ok(service) => service.fetch(call.url.clone(), Some(init)).await,
+        Err(_) => match Request::new_with_init(&call.url, &init) {
+            Ok(request) => Fetch::Request(request).send_with_signal(signal).await,
+            Err(err) => return BackendAnswer::Failed(format!("bad request: {err}")),
+        },
+    };
+    match response {
+        Ok(response) => read(response).await,
+        Err(err) => BackendAnswer::Failed(err.to_string()),
+    }
+}
+
+/// The status and at most one byte more than an answer may hold (core refuses a longer one).
+async fn read(mut response: Response) -> BackendAnswer {
+    let status = response.status_code();
+    let mut body = BytesMut::new();
+    if let Ok(mut stream) = response.stream() {
+        while let Some(chunk) = stream.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(err) => return BackendAnswer::Failed(err.to_string()),
+            };
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                body.extend_from_slice(&chunk[..MAX_ANSWER_BYTES + 1 - body.len()]);
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+    BackendAnswer::Response {
+        status,
+        body: Bytes::from(body),
+    }
+}
