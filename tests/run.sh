@@ -19,6 +19,8 @@ CONFORMANCE_PORT="${CONFORMANCE_PORT:-3000}"
 export API_SECRET=conformance-secret
 # The key that signs private channels' tokens in the tests.
 export JWT_SECRET=conformance-jwt-secret
+# The key every call to the app backends of the tests is signed with.
+export WEBHOOK_SECRET=conformance-webhook-secret
 DEFAULT_PORT="${DEFAULT_PORT:-3001}"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -118,7 +120,7 @@ wait_for "http://127.0.0.1:$CONFORMANCE_PORT/socket.io/?EIO=4&transport=polling"
 wait_for "http://127.0.0.1:$DEFAULT_PORT/socket.io/?EIO=4&transport=polling"
 
 run_suite() { # target
-    (cd tests && SWITCHBOARD_TARGET="$1" SWITCHBOARD_API_SECRET="$API_SECRET" SWITCHBOARD_JWT_SECRET="$JWT_SECRET" SWITCHBOARD_URL="http://127.0.0.1:$CONFORMANCE_PORT" \
+    (cd tests && SWITCHBOARD_TARGET="$1" SWITCHBOARD_API_SECRET="$API_SECRET" SWITCHBOARD_JWT_SECRET="$JWT_SECRET" SWITCHBOARD_WEBHOOK_SECRET="$WEBHOOK_SECRET" SWITCHBOARD_URL="http://127.0.0.1:$CONFORMANCE_PORT" \
         SWITCHBOARD_DEFAULT_URL="http://127.0.0.1:$DEFAULT_PORT" npm test) || {
         echo "conformance suite failed against $1; server logs are in $LOGS" >&2
         exit 1
@@ -164,7 +166,7 @@ fi
 rm -rf "$WRANGLER_STATE"
 start_server "$LOGS/edge-conformance.log" "$WRANGLER" dev --env conformance \
     --ip 127.0.0.1 --port "$CONFORMANCE_PORT" --var "API_SECRET:$API_SECRET" --var "JWT_SECRET:$JWT_SECRET" \
-    --persist-to "$WRANGLER_STATE/conformance" --show-interactive-dev-session=false
+    --var "WEBHOOK_SECRET:$WEBHOOK_SECRET" --persist-to "$WRANGLER_STATE/conformance" --show-interactive-dev-session=false
 wait_for "http://127.0.0.1:$CONFORMANCE_PORT/socket.io/?EIO=4&transport=polling"
 start_server "$LOGS/edge-default.log" "$WRANGLER" dev \
     --ip 127.0.0.1 --port "$DEFAULT_PORT" --var "API_SECRET:$API_SECRET" --var "JWT_SECRET:$JWT_SECRET" \

@@ -206,7 +206,15 @@ impl PayloadSchema {
             let Some(message) = unit["error"].as_str() else {
                 continue;
             };
-            let keyword_location = unit["keywordLocation"].as_str().unwrap_or_default();
+            let mut keyword_location = unit["keywordLocation"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            // boon 0.6 names the `additionalProperties` keyword `additionalProperty` in its
+            // locations; clients (and AJV, which FoalTS uses) know it by its real name.
+            if let Some(parent) = keyword_location.strip_suffix("/additionalProperty") {
+                keyword_location = format!("{parent}/additionalProperties");
+            }
             let keyword = keyword_location.rsplit('/').next().unwrap_or_default();
             errors.push(serde_json::json!({
                 "instancePath": unit["instanceLocation"].as_str().unwrap_or_default(),
@@ -1331,6 +1339,16 @@ mod tests {
         assert_eq!(backend.timeout_ms, 3000);
         assert_eq!(backend.secret.as_ref().map(Secret::expose), Some("s"));
         let create = &shop.handlers["create product"];
+        let extra = PayloadSchema::compile(&json!({ "additionalProperties": false })).unwrap();
+        assert_eq!(
+            extra.errors(&json!({ "price": 1 })),
+            vec![json!({
+                "instancePath": "",
+                "schemaPath": "#/additionalProperties",
+                "keyword": "additionalProperties",
+                "message": "additionalProperties 'price' not allowed",
+            })]
+        );
         assert_eq!((create.ack, create.timeout_ms), (AckShape::Foal, 3000));
         assert!(
             !create
