@@ -41,7 +41,9 @@ pub const MAX_ANSWER_BYTES: usize = 1_000_000;
 
 /// A call the host must make: a `POST` of `body` to `url` with `headers`, answered back to the
 /// channel under `id` (see [`crate::channel::Channel::handle_backend_answer`]) however it ends.
-/// The channel times the call out itself after `timeout_ms`; the host may give up then too.
+/// The channel times the call out itself after `timeout_ms`, on its own clock; the host gives up
+/// only later, at [`BackendCall::host_timeout_ms`], so that a slow backend is always reported as
+/// a timeout by the channel and never as a host failure that happened to fire first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendCall {
     pub id: u64,
@@ -49,6 +51,16 @@ pub struct BackendCall {
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
     pub timeout_ms: u64,
+}
+
+/// How much longer than the channel's deadline the host keeps a call open, as a backstop.
+pub const HOST_TIMEOUT_GRACE_MS: u64 = 1_000;
+
+impl BackendCall {
+    /// When the host abandons the call: after the channel has timed it out itself.
+    pub fn host_timeout_ms(&self) -> u64 {
+        self.timeout_ms + HOST_TIMEOUT_GRACE_MS
+    }
 }
 
 /// How a backend call ended, as the host saw it.

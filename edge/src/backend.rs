@@ -3,8 +3,8 @@
 //! when the Worker has one (then the URL's path is kept and its host does not matter).
 //!
 //! Redirects are not followed (a signed call goes where it was configured to, or fails), an
-//! answer is read up to [`MAX_ANSWER_BYTES`], and the call is aborted at its timeout; core times
-//! it out on its own clock as well.
+//! answer is read up to [`MAX_ANSWER_BYTES`], and the call is aborted a little after its timeout:
+//! core times it out on its own clock first.
 
 use std::time::Duration;
 
@@ -22,7 +22,8 @@ pub const SERVICE_BINDING: &str = "BACKEND";
 
 /// Makes the call and says how it ended.
 pub async fn call(env: &Env, call: BackendCall) -> BackendAnswer {
-    let timeout = Delay::from(Duration::from_millis(call.timeout_ms));
+    let host_timeout_ms = call.host_timeout_ms();
+    let timeout = Delay::from(Duration::from_millis(host_timeout_ms));
     let abort = AbortController::default();
     let signal = abort.signal();
     let sent = send(env, &call, &signal);
@@ -31,7 +32,7 @@ pub async fn call(env: &Env, call: BackendCall) -> BackendAnswer {
         Either::Left((answer, _)) => answer,
         Either::Right(((), _)) => {
             abort.abort();
-            BackendAnswer::Failed(format!("timed out after {} ms", call.timeout_ms))
+            BackendAnswer::Failed(format!("timed out after {host_timeout_ms} ms"))
         }
     }
 }

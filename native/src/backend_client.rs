@@ -2,8 +2,8 @@
 //! POST to the app backend, on one pooled keep-alive client for the whole process.
 //!
 //! The client follows no redirects (a signed call goes where it was configured to, or fails),
-//! reads at most [`MAX_ANSWER_BYTES`] of an answer, and gives up at the call's timeout; core times
-//! the call out on its own clock as well, so a late answer changes nothing.
+//! reads at most [`MAX_ANSWER_BYTES`] of an answer, and gives up a little after the call's
+//! timeout: core times the call out on its own clock first, so a late answer changes nothing.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -36,7 +36,7 @@ fn client() -> &'static reqwest::Client {
 pub async fn call(call: BackendCall) -> BackendAnswer {
     let mut request = client()
         .post(&call.url)
-        .timeout(Duration::from_millis(call.timeout_ms))
+        .timeout(Duration::from_millis(call.host_timeout_ms()))
         .body(call.body);
     for (name, value) in &call.headers {
         request = request.header(*name, value);
