@@ -52,6 +52,43 @@ def before_after(rows):
             "|---|---|---|---|---|"] + md + [""]
 
 
+def handlers(rows):
+    """Backend handlers: overhead over calling the backend directly, medians over the rounds."""
+    def values(test, field, sub=None):
+        picked = [r.get(field) for r in rows if r["server"] == "switchboard" and r["test"] == test]
+        return [v.get(sub) if sub else v for v in picked if v is not None]
+    through, direct = values("handler-1000", "latency_us"), values("handler-direct-1000", "latency_us")
+    if not through or not direct:
+        return []
+    rate = next(r["rate"] for r in rows if r["test"] == "handler-1000")
+    md = [f"## Backend handlers: ack round trip at {rate:,} calls/s, against the backend called directly", "",
+          "A client event with an ack, through a handler (schema check, signed POST, the backend's answer, "
+          "the ack), against the same trivial backend called directly over keep-alive HTTP by the same "
+          "load generator. Medians over the alternating rounds; overhead = through Switchboard − direct.", "",
+          "| percentile | direct | through a handler | overhead | every round (direct → handler) |",
+          "|---|---|---|---|---|"]
+    for quantile in ["p50", "p99"]:
+        d = median([v[quantile] for v in direct])
+        t = median([v[quantile] for v in through])
+        md.append(f"| {quantile} | {d / 1000:.2f} ms | {t / 1000:.2f} ms | {(t - d) / 1000:.2f} ms | "
+                  f"{', '.join(f'{v[quantile] / 1000:.2f}' for v in direct)} → "
+                  f"{', '.join(f'{v[quantile] / 1000:.2f}' for v in through)} |")
+    cpu = median(values("handler-1000", "server_cpu_us_per_call"))
+    if cpu is not None:
+        md += ["", f"Server CPU per handler call at that rate: {cpu:,.0f} µs."]
+    saturated = [r for r in rows if r["server"] == "switchboard" and r["test"] == "handler-saturation"]
+    direct_saturated = [r for r in rows if r["server"] == "switchboard" and r["test"] == "handler-direct-saturation"]
+    if saturated:
+        row = saturated[-1]
+        line = (f"At saturation ({row['clients']} clients, {row['window']} calls in flight each, one channel): "
+                f"{row['calls_per_second']:,.0f} handler calls/s, p99 {row['latency_us']['p99'] / 1000:.1f} ms, "
+                f"{row['server_cores']:.2f} server cores")
+        if direct_saturated:
+            line += f"; the backend alone, called directly: {direct_saturated[-1]['calls_per_second']:,.0f} calls/s"
+        md += ["", line + "."]
+    return md + [""]
+
+
 def bar_chart(title, unit, values, path, lower_is_better=False):
     """values: list of (label, number). A plain horizontal bar chart."""
     width, bar_h, gap, left = 640, 26, 10, 150
@@ -161,6 +198,8 @@ def main(results, out_dir, machine):
         md += ["", "![latency](latency-p99.svg)", ""]
         bar_chart("p99 end-to-end latency at a fixed rate", "ms",
                   [(s, r["latency_us"]["p99"] / 1000) for s, r in values], out / "latency-p99.svg", True)
+
+    md += handlers(rows)
 
     # Edge.
     edge = [(s, by_key.get((s, "edge-emit-1000"))) for s in ["switchboard-edge", "js-durable-object"]]

@@ -97,6 +97,28 @@ for _ in $(seq 1 "${ROUNDS:-1}"); do
         run_switchboard switchboard-before "$BEFORE_BIN"
     fi
 done
+# Backend handlers: the ack round trip of a client event through a handler to a trivial backend
+# (run by the load generator on :4300), against that backend called directly over HTTP, in
+# alternating rounds; then handler calls/s at saturation. One channel, so one channel actor.
+HANDLER_CHANNELS='{"bench/:id":{"relay_events":[],"handlers":{"work":{"schema":{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}}}}}'
+step "backend handlers (native)"
+start_server switchboard-handlers 4100 env -C "$TMP_CWD" API_SECRET=bench-secret WEBHOOK_SECRET=bench-webhook-secret \
+    BACKEND_URL=http://127.0.0.1:4300/switchboard CHANNELS="$HANDLER_CHANNELS" RUST_LOG=warn \
+    "$ROOT/target/release/switchboard" --port 4100
+handler() { # mode test args...
+    local mode="$1" test="$2"
+    shift 2
+    record "switchboard" "$test" "$("$LOADGEN" --server 127.0.0.1:4100 --path /socket.io/bench/1/ handler \
+        --mode "$mode" --pid "$(server_pid 4100)" "$@")"
+}
+for _ in $(seq 1 "${HANDLER_ROUNDS:-3}"); do
+    handler direct handler-direct-1000 --rate 1000 --clients 100 --seconds "$LATENCY_SECONDS"
+    handler switchboard handler-1000 --rate 1000 --clients 100 --seconds "$LATENCY_SECONDS"
+done
+handler direct handler-direct-saturation --rate 0 --clients 50 --window 8 --seconds "$SECONDS_PER_RUN"
+handler switchboard handler-saturation --rate 0 --clients 50 --window 8 --seconds "$SECONDS_PER_RUN"
+stop_server
+
 if [ -n "${ONLY_SWITCHBOARD:-}" ]; then
     step "report"
     python3 bench/report.py "$RESULTS" "$ROOT/target/bench/report" "$(nproc) cores, $(date -u +%Y-%m-%d)"

@@ -8,7 +8,12 @@
 //!   that it sees every event exactly once and in order, and records the end-to-end latency.
 //!   `--rate 0` saturates (a window of events in flight), `--rate R` sends R events per second.
 //!
+//! - `handler`: ack round trips of client events answered by a backend handler, against the same
+//!   trivial backend called directly over HTTP (see `handler.rs`).
+//!
 //! Everything runs on 127.0.0.1, bounded by `--clients` and `--seconds`; the result is one JSON line.
+
+mod handler;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +79,27 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Client events answered by a backend handler, or the backend called directly.
+    Handler {
+        /// `switchboard`: emits with acks through the channel's `work` handler; `direct`: the
+        /// backend called over HTTP.
+        #[arg(long, default_value = "switchboard")]
+        mode: String,
+        /// Port of the trivial backend this process runs (the channel's backend_url).
+        #[arg(long, default_value_t = 4300)]
+        backend_port: u16,
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Calls per second in all; 0 saturates with `window` calls in flight per client.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 8)]
+        window: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
 }
 
 #[tokio::main]
@@ -81,6 +107,26 @@ async fn main() -> anyhow::Result<()> {
     raise_fd_limit();
     let cli = Cli::parse();
     match cli.command {
+        Command::Handler {
+            ref mode,
+            backend_port,
+            clients,
+            rate,
+            window,
+            seconds,
+            pid,
+        } => {
+            let plan = handler::HandlerPlan {
+                backend_port,
+                through_switchboard: mode == "switchboard",
+                clients,
+                rate,
+                window,
+                seconds,
+                server_pid: pid,
+            };
+            handler::run(&cli.server, &cli.path, plan).await
+        }
         Command::Idle {
             clients,
             pid,
