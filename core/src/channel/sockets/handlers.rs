@@ -228,11 +228,7 @@ impl SocketLayer {
                 return;
             }
         }
-        let Some(socket) = self
-            .sessions
-            .get(&key)
-            .and_then(|session| session.sockets.get(namespace))
-        else {
+        let Some(socket) = self.socket(key, namespace) else {
             return;
         };
         if socket.calls_in_flight >= MAX_CALLS_PER_SOCKET {
@@ -297,11 +293,7 @@ impl SocketLayer {
 
     /// What a handler call says of its socket: id, user, rooms and the connect hook's data.
     fn socket_json(&self, key: SessionKey, namespace: &str) -> Value {
-        let Some(socket) = self
-            .sessions
-            .get(&key)
-            .and_then(|session| session.sockets.get(namespace))
-        else {
+        let Some(socket) = self.socket(key, namespace) else {
             return Value::Null;
         };
         json!({

@@ -468,6 +468,12 @@ impl SocketLayer {
         self.namespaces.values().map(|ns| ns.sockets.len()).sum()
     }
 
+    fn socket(&self, key: SessionKey, namespace: &str) -> Option<&SocketState> {
+        self.sessions
+            .get(&key)
+            .and_then(|session| session.sockets.get(namespace))
+    }
+
     fn socket_mut(&mut self, key: SessionKey, namespace: &str) -> Option<&mut SocketState> {
         self.sessions
             .get_mut(&key)
@@ -546,6 +552,7 @@ impl SocketLayer {
     ) {
         let namespace = packet.namespace.as_str();
         // Events for a namespace the client has not joined are ignored, as socket.io does.
+        // (Borrowed field by field: the policy is read while the socket is held.)
         let Some(socket) = self
             .sessions
             .get_mut(&key)
@@ -630,11 +637,7 @@ impl SocketLayer {
             self.answer_error(engine, key, namespace, name, packet.id, error);
             return;
         }
-        let Some(socket) = self
-            .sessions
-            .get(&key)
-            .and_then(|session| session.sockets.get(namespace))
-        else {
+        let Some(socket) = self.socket(key, namespace) else {
             return;
         };
         let view = SocketView {
@@ -706,11 +709,7 @@ impl SocketLayer {
     }
 
     fn join(&mut self, key: SessionKey, namespace: &str, room: String) -> bool {
-        let Some(socket) = self
-            .sessions
-            .get_mut(&key)
-            .and_then(|session| session.sockets.get_mut(namespace))
-        else {
+        let Some(socket) = self.socket_mut(key, namespace) else {
             return false;
         };
         if !socket.rooms.insert(room.clone()) {
@@ -724,11 +723,7 @@ impl SocketLayer {
     }
 
     fn leave(&mut self, key: SessionKey, namespace: &str, room: &str) -> bool {
-        let Some(socket) = self
-            .sessions
-            .get_mut(&key)
-            .and_then(|session| session.sockets.get_mut(namespace))
-        else {
+        let Some(socket) = self.socket_mut(key, namespace) else {
             return false;
         };
         if !socket.rooms.remove(room) {
