@@ -74,8 +74,9 @@ pub struct ChannelPolicy {
     pub bind: BTreeMap<String, String>,
     /// Most sockets (namespace connections) the channel admits at once.
     pub max_sockets: Option<u64>,
-    /// Most client events one socket may send per second; the excess is dropped.
-    pub events_per_second: Option<u64>,
+    /// Most client events one socket may send per second (a second's worth may come at once);
+    /// the excess is refused, and a socket that goes on sending is disconnected.
+    pub events_per_second: u64,
     /// The HS256 key of private channels (`JWT_SECRET`), set by the host from its secrets.
     pub jwt_secret: Option<Secret>,
     /// The pattern this policy was declared for (binds the channel's parameters).
@@ -114,7 +115,7 @@ impl Default for ChannelPolicy {
             auth: AuthMode::Public,
             bind: BTreeMap::new(),
             max_sockets: None,
-            events_per_second: None,
+            events_per_second: DEFAULT_EVENTS_PER_SECOND,
             jwt_secret: None,
             pattern: None,
             pong_auto_response: true,
@@ -713,6 +714,10 @@ struct BackendDefaults {
 /// How long a backend call may take unless configured otherwise.
 pub const DEFAULT_BACKEND_TIMEOUT_MS: u64 = 5_000;
 
+/// Client events one socket may send per second unless its pattern says otherwise: far above
+/// what a person types or a page sends, far below what a flood needs.
+pub const DEFAULT_EVENTS_PER_SECOND: u64 = 100;
+
 fn resolve_policy(
     spec: ChannelSpec,
     defaults: &Defaults,
@@ -884,7 +889,8 @@ fn resolve_policy(
         auth,
         bind,
         max_sockets: positive(spec.max_sockets.as_ref(), "max_sockets")?,
-        events_per_second: positive(spec.events_per_second.as_ref(), "events_per_second")?,
+        events_per_second: positive(spec.events_per_second.as_ref(), "events_per_second")?
+            .unwrap_or(DEFAULT_EVENTS_PER_SECOND),
         jwt_secret: None,
         pattern: Some(pattern.clone()),
         pong_auto_response: engine.pong_auto_response,

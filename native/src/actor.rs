@@ -410,9 +410,14 @@ impl ChannelActor {
                 (true, since) => since,
                 (false, _) => None,
             };
-            if !self.receiver.is_empty() {
-                // Still busy: let the connections write what this slice gave them before the next
-                // one, so a flood of commands cannot outrun every client's queue at once.
+            let due_now = self
+                .channel
+                .poll_timeout()
+                .is_some_and(|deadline| deadline <= now_ms());
+            if !self.receiver.is_empty() || due_now {
+                // Still busy (more commands, or the next turn of a polling POST): let the
+                // connections write what this slice gave them before the next one, so a flood
+                // cannot outrun every client's queue at once.
                 tokio::task::yield_now().await;
             }
         }

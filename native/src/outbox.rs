@@ -42,11 +42,12 @@ impl Outbound {
     }
 }
 
-/// Packets a WebSocket may have queued before it counts as too slow.
-pub const OUTBOUND_QUEUE: usize = 1024;
+/// Packets a WebSocket may have queued before it counts as too slow: the bound core puts on a
+/// polling session's queue too.
+pub const OUTBOUND_QUEUE: usize = switchboard_core::channel::MAX_QUEUED_PACKETS;
 /// Payload bytes a WebSocket may have queued before it counts as too slow. A single packet is
 /// always accepted into an empty queue, whatever its size (the channel's `max_payload` bounds it).
-pub const OUTBOUND_BYTES: usize = 8 * 1024 * 1024;
+pub const OUTBOUND_BYTES: usize = switchboard_core::channel::MAX_QUEUED_BYTES;
 
 struct Shared {
     state: Mutex<State>,

@@ -100,17 +100,22 @@ describe("limits", () => {
     assert.match(await refused(t, channel), /full/);
   });
 
-  test("events_per_second: the excess is dropped, the abuser is told, and others are not slowed", async (t) => {
+  test("events_per_second: the excess is refused and the abuser told, others are not slowed", async (t) => {
     const channel = `limited/${uniqueId()}`;
     const abuser = await open(t, channel);
     const polite = await open(t, channel);
     const listener = await open(t, channel);
     const flood = record(listener, "flood");
     const fine = record(listener, "fine");
-    for (let i = 0; i < 200; i++) abuser.emit("flood", i);
-    const [ackArgs] = await emitAck(abuser, "flood", "one more");
-    assert.equal(ackArgs?.ok, false);
-    assert.match(ackArgs.error, /rate limit/);
+    const told = record(abuser, "switchboard:error");
+    // One second's burst (5) passes; the next event asking for an ack learns why it did not.
+    for (let i = 0; i < 5; i++) abuser.emit("flood", i);
+    const [refusal] = await emitAck(abuser, "flood", "one more");
+    assert.deepEqual(refusal, {
+      status: "error",
+      error: { code: "RATE_LIMITED", message: "rate limit exceeded: at most 5 events per second" },
+    });
+    assert.equal(told.received.length, 0, "an ack request is told by its ack");
 
     const sentAt = Date.now();
     polite.emit("fine", 1);
@@ -118,9 +123,29 @@ describe("limits", () => {
     const latency = Date.now() - sentAt;
     assert.ok(latency < 500, `the polite socket's event took ${latency} ms`);
     await sleep(200);
-    // One second's burst (5) passes, plus at most a couple refilled meanwhile.
-    assert.ok(flood.received.length >= 5 && flood.received.length <= 8, `${flood.received.length} flood events got through`);
+    assert.ok(flood.received.length >= 5 && flood.received.length <= 7, `${flood.received.length} flood events got through`);
     assert.deepEqual(flood.received.slice(0, 5).map(([n]) => n), [0, 1, 2, 3, 4], "the first ones, in order");
+    assert.ok(abuser.connected, "a little over the rate is refused, not disconnected");
+  });
+
+  test("events_per_second: a socket that floods on is told once, then disconnected", async (t) => {
+    const channel = `limited/${uniqueId()}`;
+    const abuser = await open(t, channel);
+    const listener = await open(t, channel);
+    const flood = record(listener, "flood");
+    const told = record(abuser, "switchboard:error");
+    const disconnected = new Promise((resolve) => abuser.once("disconnect", resolve));
+    for (let i = 0; i < 200; i++) abuser.emit("flood", i);
+    assert.equal(await disconnected, "io server disconnect", "no reconnection on its own");
+    assert.ok(told.received.length >= 1 && told.received.length <= 2, `${told.received.length} errors`);
+    assert.equal(told.received[0][0].error.code, "RATE_LIMITED");
+    await sleep(200);
+    assert.ok(flood.received.length >= 5 && flood.received.length <= 7, `${flood.received.length} flood events got through`);
+    // The listener is untouched, and the channel takes the abuser back if it reconnects.
+    const again = await open(t, channel);
+    const back = record(listener, "back");
+    again.emit("back", 1);
+    await back.waitFor(1, 1000);
   });
 });
 

@@ -59,7 +59,7 @@ pub(crate) mod sockets;
 mod tests;
 mod timers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -87,6 +87,13 @@ pub type ConnId = u64;
 
 /// The frames of one packet (a text frame, then any binary attachments), shared by every recipient.
 pub type Frames = Arc<[WireFrame]>;
+
+/// Packets a client may have waiting for it (a WebSocket's outbox in the host, a polling session's
+/// queue here) before it counts as too slow and is let go.
+pub const MAX_QUEUED_PACKETS: usize = 1024;
+/// Payload bytes a client may have waiting for it before it counts as too slow. A single packet is
+/// always accepted into an empty queue, whatever its size (the channel's `max_payload` bounds it).
+pub const MAX_QUEUED_BYTES: usize = 8 * 1024 * 1024;
 
 /// A hash map for the lookups made once per delivery. Its keys are ids this server generated
 /// (sids, connection ids, session keys), so a fast hash with a per-process seed is enough: clients
@@ -172,6 +179,8 @@ pub enum CloseReason {
     ProtocolError,
     /// The server is shutting down.
     ServerShutdown,
+    /// More was waiting for the client than a queue may hold: it does not read fast enough.
+    TooSlow,
 }
 
 impl CloseReason {
@@ -183,6 +192,7 @@ impl CloseReason {
             CloseReason::PingTimeout => (1000, "ping timeout"),
             CloseReason::ConnectTimeout => (1000, "connect timeout"),
             CloseReason::ServerShutdown => (1001, "server shutting down"),
+            CloseReason::TooSlow => (1008, "too slow"),
             _ => (1000, "session closed"),
         }
     }
@@ -262,6 +272,23 @@ pub struct Channel {
     echo: bool,
     /// Who made the request being handled, for a session it opens.
     client: Option<ClientInfo>,
+    /// Records of polling POSTs still to be handled, a turn of [`RECORDS_PER_TURN`] at a time.
+    posted: VecDeque<PostedRecords>,
+}
+
+/// How many records of one polling POST are handled per input before the host gets the outputs.
+/// A POST may carry a hundred thousand small packets; handled at once, their broadcasts would
+/// overflow every other client's queue in one go. A turn at a time, the host writes to its
+/// clients between turns, as it does between WebSocket messages.
+pub const RECORDS_PER_TURN: usize = 32;
+
+/// The rest of one polling POST, waiting for its next turn.
+#[derive(Debug)]
+struct PostedRecords {
+    key: SessionKey,
+    packets: std::vec::IntoIter<engineio::Packet>,
+    /// When the POST arrived: the next turn is due at once.
+    since: u64,
 }
 
 impl std::fmt::Debug for Channel {
@@ -290,6 +317,7 @@ impl Channel {
             name,
             echo,
             client: None,
+            posted: VecDeque::new(),
         }
     }
 
@@ -380,7 +408,7 @@ impl Channel {
     /// True when nothing is open or pending (no session, no backend call, no webhook waiting):
     /// the host may drop the channel.
     pub fn is_idle(&self) -> bool {
-        self.engine.is_idle() && self.sockets.is_idle()
+        self.engine.is_idle() && self.sockets.is_idle() && self.posted.is_empty()
     }
 
     /// Backend calls are in flight or webhooks wait to be sent: a host that runs them on a task of
@@ -426,14 +454,22 @@ impl Channel {
 
     /// When the host must call [`Channel::handle_timeout`] next.
     pub fn poll_timeout(&mut self) -> Option<u64> {
-        match (self.engine.next_timer(), self.sockets.next_timer()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.engine.next_timer(),
+            self.sockets.next_timer(),
+            self.posted.front().map(|posted| posted.since),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Runs every timer due at `now`: pings, ping/connect/upgrade timeouts and ack timeouts.
+    /// Runs every timer due at `now`: pings, ping/connect/upgrade timeouts and ack timeouts, and
+    /// the next turn of each polling POST still being handled.
     pub fn handle_timeout(&mut self, now: u64) {
+        for posted in std::mem::take(&mut self.posted) {
+            self.take_turn(posted.key, posted.packets, now);
+        }
         self.engine.handle_timeout(now);
         self.route_events(now);
         self.sockets.handle_timeout(&mut self.engine, now);
@@ -474,15 +510,47 @@ impl Channel {
         self.route_events(now);
         self.client = None;
         if let Some((key, packets)) = posted {
-            // One packet at a time, each fully handled before the next is looked at: a packet may
-            // close the session, and what follows it then never counts.
-            for packet in packets {
-                if !self.engine.is_open(key) {
-                    break;
-                }
-                self.engine.handle_packet(key, Via::Active, packet, now);
-                self.route_events(now);
+            // The session's earlier records go first, all of them: one body waits per session.
+            if let Some(index) = self.posted.iter().position(|posted| posted.key == key) {
+                let earlier = self.posted.remove(index).map(|posted| posted.packets);
+                self.handle_records(key, earlier.into_iter().flatten(), usize::MAX, now);
             }
+            self.take_turn(key, packets.into_iter(), now);
+        }
+    }
+
+    /// Handles up to [`RECORDS_PER_TURN`] of a POST's records; the rest wait for the next turn.
+    fn take_turn(
+        &mut self,
+        key: SessionKey,
+        mut packets: std::vec::IntoIter<engineio::Packet>,
+        now: u64,
+    ) {
+        self.handle_records(key, &mut packets, RECORDS_PER_TURN, now);
+        if packets.len() > 0 && self.engine.is_open(key) {
+            self.posted.push_back(PostedRecords {
+                key,
+                packets,
+                since: now,
+            });
+        }
+    }
+
+    /// One packet at a time, each fully handled before the next is looked at: a packet may close
+    /// the session, and what follows it then never counts.
+    fn handle_records(
+        &mut self,
+        key: SessionKey,
+        packets: impl Iterator<Item = engineio::Packet>,
+        most: usize,
+        now: u64,
+    ) {
+        for packet in packets.take(most) {
+            if !self.engine.is_open(key) {
+                break;
+            }
+            self.engine.handle_packet(key, Via::Active, packet, now);
+            self.route_events(now);
         }
     }
 

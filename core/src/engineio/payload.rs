@@ -76,7 +76,7 @@ pub fn encode_payload<'a>(frames: impl IntoIterator<Item = &'a WireFrame>) -> By
 }
 
 /// Length of a frame's record in a polling payload.
-fn record_len(frame: &WireFrame) -> usize {
+pub fn record_len(frame: &WireFrame) -> usize {
     if frame.is_text() {
         frame.len()
     } else {

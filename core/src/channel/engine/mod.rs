@@ -245,7 +245,10 @@ impl Engine {
                 frames: frames.clone(),
             }),
             Transport::Polling { .. } | Transport::Upgrading { .. } => {
-                session.poll_queue.push(frames.clone());
+                if session.poll_queue.push(frames).is_err() {
+                    self.close(key, CloseReason::TooSlow);
+                    return;
+                }
                 self.flush_polling(key);
             }
         }
@@ -261,6 +264,7 @@ impl Engine {
     ) -> usize {
         let mut conns = Vec::new();
         let mut polling = Vec::new();
+        let mut too_slow = Vec::new();
         let mut reached = 0;
         for key in recipients {
             let Some(session) = self.sessions.get_mut(&key) else {
@@ -270,8 +274,10 @@ impl Engine {
             match session.transport {
                 Transport::WebSocket { conn } => conns.push(conn),
                 Transport::Polling { .. } | Transport::Upgrading { .. } => {
-                    session.poll_queue.push(frames.clone());
-                    polling.push(key);
+                    match session.poll_queue.push(frames) {
+                        Ok(()) => polling.push(key),
+                        Err(_) => too_slow.push(key),
+                    }
                 }
             }
         }
@@ -288,6 +294,9 @@ impl Engine {
         }
         for key in polling {
             self.flush_polling(key);
+        }
+        for key in too_slow {
+            self.close(key, CloseReason::TooSlow);
         }
         reached
     }

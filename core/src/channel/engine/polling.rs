@@ -174,11 +174,7 @@ impl Engine {
         if held_get.is_none() {
             return;
         }
-        let body = if !session.poll_queue.is_empty() {
-            let body = engineio::encode_payload(
-                session.poll_queue.iter().flat_map(|frames| frames.iter()),
-            );
-            session.poll_queue.clear();
+        let body = if let Some(body) = session.poll_queue.take_body(self.policy.max_payload) {
             body
         } else if noop_now {
             // An upgrade is under way: end the poll cleanly so the client can switch.

@@ -1,6 +1,9 @@
 //! One Engine.IO session: its transport, what waits for its next poll, and its heartbeat.
 
-use crate::channel::{ConnId, Frames};
+use std::collections::VecDeque;
+
+use crate::channel::{ConnId, Frames, MAX_QUEUED_BYTES, MAX_QUEUED_PACKETS};
+use crate::engineio;
 
 /// A small name for a session inside one channel, handed out in increasing order and never reused,
 /// so a stale key can never name a newer session.
@@ -66,7 +69,7 @@ pub(crate) struct EngineSession {
     pub opened_at: u64,
     pub transport: Transport,
     /// Frames waiting for the next polling GET.
-    pub poll_queue: Vec<Frames>,
+    pub poll_queue: PollQueue,
     pub heartbeat: Heartbeat,
 }
 
@@ -76,7 +79,7 @@ impl EngineSession {
             sid,
             opened_at,
             transport,
-            poll_queue: Vec::new(),
+            poll_queue: PollQueue::default(),
             heartbeat: Heartbeat::default(),
         }
     }
@@ -99,4 +102,83 @@ impl EngineSession {
         .flatten()
         .min()
     }
+}
+
+/// What waits for a polling session's next GET, bounded like a WebSocket's outbox: at most
+/// [`MAX_QUEUED_PACKETS`] packets and [`MAX_QUEUED_BYTES`] bytes (as encoded in a polling body).
+/// A session whose client does not poll fast enough is closed as too slow, never buffered.
+#[derive(Debug, Default)]
+pub(crate) struct PollQueue {
+    messages: VecDeque<Frames>,
+    packets: usize,
+    bytes: usize,
+}
+
+/// The queue is over its bound: the session must be closed as too slow.
+#[derive(Debug)]
+pub(crate) struct QueueFull;
+
+impl PollQueue {
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Queues one message (a packet and its binary attachments). The first message of an empty
+    /// queue is always taken, whatever its size: `max_payload` bounds it already.
+    pub fn push(&mut self, frames: &Frames) -> Result<(), QueueFull> {
+        let bytes = body_len(frames);
+        if !self.messages.is_empty()
+            && (self.packets + frames.len() > MAX_QUEUED_PACKETS
+                || self.bytes + bytes > MAX_QUEUED_BYTES)
+        {
+            return Err(QueueFull);
+        }
+        self.packets += frames.len();
+        self.bytes += bytes;
+        self.messages.push_back(frames.clone());
+        Ok(())
+    }
+
+    /// The next GET's body: whole messages from the front, as many as fit in `max_body` bytes,
+    /// and always at least one. The rest waits for the next GET, as engine.io does.
+    pub fn take_body(&mut self, max_body: u64) -> Option<bytes::Bytes> {
+        let mut taken = 0;
+        let mut size = 0usize;
+        for frames in &self.messages {
+            let next = body_len(frames);
+            if taken > 0 && (size + next) as u64 > max_body {
+                break;
+            }
+            size += next;
+            taken += 1;
+        }
+        if taken == 0 {
+            return None;
+        }
+        let body = engineio::encode_payload(
+            self.messages
+                .range(..taken)
+                .flat_map(|frames| frames.iter()),
+        );
+        for frames in self.messages.drain(..taken) {
+            self.packets -= frames.len();
+            self.bytes -= body_len(&frames);
+        }
+        Some(body)
+    }
+
+    /// Everything queued, in order (the session upgraded to WebSocket).
+    pub fn take_all(&mut self) -> impl Iterator<Item = Frames> + use<> {
+        self.packets = 0;
+        self.bytes = 0;
+        std::mem::take(&mut self.messages).into_iter()
+    }
+}
+
+/// The bytes a message takes in a polling body, separators included.
+fn body_len(frames: &Frames) -> usize {
+    frames
+        .iter()
+        .map(|frame| engineio::record_len(frame) + 1)
+        .sum()
 }

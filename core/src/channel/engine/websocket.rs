@@ -219,7 +219,7 @@ impl Engine {
         }
         let held_get = held_get.take();
         session.transport = Transport::WebSocket { conn: probe };
-        let queued = std::mem::take(&mut session.poll_queue);
+        let queued = session.poll_queue.take_all();
         if let Some((request, cors)) = held_get {
             // The probe already ended the GET waiting then; this one came after it and raced the
             // upgrade packet: refuse it as a GET after the upgrade.

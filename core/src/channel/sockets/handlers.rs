@@ -617,23 +617,7 @@ impl SocketLayer {
             engine.send(key, &frames);
         }
         if answer.disconnect {
-            let frames = frames_of(&socketio::Packet::disconnect(namespace), Vec::new());
-            engine.send(key, &frames);
-            if let Some(socket) = self
-                .sessions
-                .get_mut(&key)
-                .and_then(|session| session.sockets.remove(namespace))
-            {
-                self.forget_socket(
-                    engine,
-                    key,
-                    namespace,
-                    socket,
-                    "server namespace disconnect",
-                    now,
-                );
-                self.schedule(key);
-            }
+            self.server_disconnect(engine, key, namespace, "server namespace disconnect", now);
         }
         // Rooms, and the session's calls in flight, are in its snapshot.
         engine.session_changed(key);
@@ -1176,8 +1160,9 @@ pub(crate) fn disconnect_reason(reason: CloseReason) -> &'static str {
         CloseReason::PingTimeout => "ping timeout",
         CloseReason::ServerShutdown => "server shutting down",
         CloseReason::ProtocolError => "parse error",
-        CloseReason::ConnectTimeout | CloseReason::DuplicatePoll | CloseReason::PayloadTooLarge => {
-            "transport error"
-        }
+        CloseReason::ConnectTimeout
+        | CloseReason::DuplicatePoll
+        | CloseReason::PayloadTooLarge
+        | CloseReason::TooSlow => "transport error",
     }
 }

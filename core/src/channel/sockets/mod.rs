@@ -39,7 +39,7 @@ pub use handlers::{ERROR_EVENT, HOOK_FAILED_MESSAGE, MAX_CALLS_PER_SOCKET};
 use handlers::{HookAdmission, PendingCall, disconnect_reason};
 use namespace::Namespace;
 pub use socket::MAX_GRANTED_ROOMS;
-use socket::{HookData, PendingAck, SioSession, SocketMap, SocketState};
+use socket::{HookData, PendingAck, RateVerdict, SioSession, SocketMap, SocketState};
 use webhooks::Webhooks;
 
 /// The Socket.IO layer's timers.
@@ -418,10 +418,7 @@ impl SocketLayer {
         socket.user = grant.subject;
         socket.granted_rooms = grant.rooms;
         socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
-        socket.allowance = self
-            .policy
-            .events_per_second
-            .map(|rate| (rate.saturating_mul(1000), now));
+        socket.allowance = Some((self.policy.events_per_second.saturating_mul(1000), now));
         let mut hook_rooms = Vec::new();
         if let Some(hook) = hook {
             if hook.user.is_some() {
@@ -502,6 +499,28 @@ impl SocketLayer {
 
     /// Takes a socket out of its namespace and rooms; its pending acks go unanswered. `reason`
     /// is socket.io's name for why it went.
+    /// The server ends the session's socket in `namespace`: the client hears a DISCONNECT (and
+    /// does not reconnect on its own, as after socket.io's `socket.disconnect()`).
+    pub(super) fn server_disconnect(
+        &mut self,
+        engine: &mut Engine,
+        key: SessionKey,
+        namespace: &str,
+        reason: &str,
+        now: u64,
+    ) {
+        let frames = frames_of(&socketio::Packet::disconnect(namespace), Vec::new());
+        engine.send(key, &frames);
+        if let Some(socket) = self
+            .sessions
+            .get_mut(&key)
+            .and_then(|session| session.sockets.remove(namespace))
+        {
+            self.forget_socket(engine, key, namespace, socket, reason, now);
+            self.schedule(key);
+        }
+    }
+
     fn forget_socket(
         &mut self,
         engine: &mut Engine,
@@ -560,24 +579,24 @@ impl SocketLayer {
         else {
             return;
         };
-        if let Some(rate) = self.policy.events_per_second
-            && !socket.take_event_allowance(rate, now)
-        {
-            // Over its rate: the event goes nowhere. Only this socket pays; an ack request learns why.
-            if let Some(id) = packet.id {
-                let reason = format!("rate limit exceeded: at most {rate} events per second");
-                let frames = frames_of(
-                    &socketio::Packet::ack(
-                        namespace,
-                        serde_json::json!([{ "ok": false, "error": reason }]),
-                        id,
-                        0,
-                    ),
-                    Vec::new(),
-                );
-                engine.send(key, &frames);
+        let rate = self.policy.events_per_second;
+        match socket.take_event_allowance(rate, now) {
+            RateVerdict::Allowed => {}
+            RateVerdict::Refused { first } => {
+                // Over its rate: the event goes nowhere, and only this socket pays. An ack request
+                // learns why; otherwise the first refusal of a run says so once.
+                if packet.id.is_some() || first {
+                    let name = packet.event_name().unwrap_or_default().to_string();
+                    self.answer_error(engine, key, namespace, &name, packet.id, rate_limited(rate));
+                }
+                return;
             }
-            return;
+            RateVerdict::Flooding => {
+                let name = packet.event_name().unwrap_or_default().to_string();
+                self.answer_error(engine, key, namespace, &name, None, rate_limited(rate));
+                self.server_disconnect(engine, key, namespace, "rate limit exceeded", now);
+                return;
+            }
         }
         let Some(args) = packet.data.as_ref() else {
             return;
@@ -994,6 +1013,7 @@ impl SocketLayer {
                     user: socket.user,
                     granted_rooms: socket.granted_rooms,
                     allowance: None,
+                    refused_in_a_row: 0,
                     next_ack_id: socket.next_ack_id,
                     pending_acks: socket
                         .pending_acks
@@ -1042,4 +1062,12 @@ pub(crate) fn frames_of(packet: &socketio::Packet, attachments: Vec<Bytes>) -> F
     frames.push(packet.to_frame());
     frames.extend(attachments.into_iter().map(WireFrame::binary));
     Arc::from(frames)
+}
+
+/// The error a socket over its event rate gets.
+fn rate_limited(rate: u64) -> Value {
+    json!({
+        "code": "RATE_LIMITED",
+        "message": format!("rate limit exceeded: at most {rate} events per second"),
+    })
 }

@@ -30,6 +30,8 @@ pub(crate) struct SocketState {
     /// Rate limit bucket: (milli-events available, when last refilled). Not snapshotted: a rebuilt
     /// channel starts with a full bucket.
     pub allowance: Option<(u64, u64)>,
+    /// Events refused since the last one allowed (see [`RateVerdict`]).
+    pub refused_in_a_row: u32,
     /// Next id for a server emit that asks for an ack.
     pub next_ack_id: u64,
     pub pending_acks: BTreeMap<u64, PendingAck>,
@@ -55,6 +57,7 @@ impl SocketState {
             user: None,
             granted_rooms: Vec::new(),
             allowance: None,
+            refused_in_a_row: 0,
             next_ack_id: 0,
             pending_acks: BTreeMap::new(),
             calls_in_flight: 0,
@@ -62,8 +65,8 @@ impl SocketState {
         }
     }
 
-    /// Takes one event from the token bucket (capacity: one second's worth); false when empty.
-    pub fn take_event_allowance(&mut self, rate: u64, now: u64) -> bool {
+    /// Takes one event from the token bucket (capacity: one second's worth).
+    pub fn take_event_allowance(&mut self, rate: u64, now: u64) -> RateVerdict {
         let capacity = rate.saturating_mul(1000);
         let (available, refilled_at) = self.allowance.unwrap_or((capacity, now));
         let elapsed = now.saturating_sub(refilled_at);
@@ -72,12 +75,32 @@ impl SocketState {
             .min(capacity);
         if available >= 1000 {
             self.allowance = Some((available - 1000, now));
-            true
+            self.refused_in_a_row = 0;
+            return RateVerdict::Allowed;
+        }
+        self.allowance = Some((available, now));
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+        if u64::from(self.refused_in_a_row) > rate {
+            RateVerdict::Flooding
         } else {
-            self.allowance = Some((available, now));
-            false
+            RateVerdict::Refused {
+                first: self.refused_in_a_row == 1,
+            }
         }
     }
+}
+
+/// What the rate limit says of one client event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RateVerdict {
+    Allowed,
+    /// Over the rate: the event is refused and the client told (`first` of a run of refusals).
+    Refused {
+        first: bool,
+    },
+    /// Another second's worth of events refused in a row: the client ignores the refusals, and
+    /// its socket is disconnected.
+    Flooding,
 }
 
 /// A session's sockets by namespace, sorted by namespace.

@@ -1,6 +1,7 @@
 //! Drives a channel from both ends with a manual clock, as a host would.
 
 mod backend;
+mod limits;
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -1243,29 +1244,57 @@ fn private_channels_admit_only_valid_tokens() {
 }
 
 #[test]
-fn rate_limits_drop_the_excess_of_one_socket_only() {
+fn rate_limits_refuse_the_excess_and_disconnect_a_flood() {
     let mut h = Harness::relay_with(RelayMode::Others, |policy| {
-        policy.events_per_second = Some(3);
+        policy.events_per_second = 3;
         // The clock jumps below; no heartbeat falls due meanwhile.
         policy.ping_interval_ms = 60_000;
     });
     h.connect(1, "/");
     h.connect(2, "/");
     h.outputs();
-    for i in 0..10 {
+    for i in 0..3 {
         h.text(1, &format!(r#"42["spam",{i}]"#));
     }
-    h.text(1, r#"429["spam","last"]"#);
+    assert_eq!(
+        texts(&h.outputs(), 2).len(),
+        3,
+        "a second's burst gets through"
+    );
+    // Over the rate: an ack request learns why; then the run of refusals is silent.
+    h.text(1, r#"429["spam","over"]"#);
+    h.text(1, r#"42["spam","over"]"#);
     let out = h.outputs();
-    assert_eq!(texts(&out, 2).len(), 3, "a second's burst gets through");
-    assert!(texts(&out, 1)[0].contains("rate limit exceeded"));
-    // The other socket is not limited by the first one's abuse.
+    assert!(texts(&out, 2).is_empty());
+    assert_eq!(
+        texts(&out, 1),
+        vec![
+            r#"439[{"error":{"code":"RATE_LIMITED","message":"rate limit exceeded: at most 3 events per second"},"status":"error"}]"#
+        ]
+    );
+    // The other socket is not limited by the first one's excess.
     h.text(2, r#"42["fine"]"#);
     assert_eq!(texts(&h.outputs(), 1), vec![r#"42["fine"]"#]);
-    // The allowance refills with time.
+    // The allowance refills with time, and the run of refusals starts again.
     h.now += 1000;
     h.text(1, r#"42["later"]"#);
     assert_eq!(texts(&h.outputs(), 2), vec![r#"42["later"]"#]);
+    // A flood: the burst passes, the first refusal is announced, and a second's worth of
+    // refusals later the socket is disconnected; what it sends afterwards goes nowhere.
+    for i in 0..10 {
+        h.text(1, &format!(r#"42["flood",{i}]"#));
+    }
+    let out = h.outputs();
+    assert_eq!(texts(&out, 2).len(), 2);
+    let to_abuser = texts(&out, 1);
+    assert_eq!(to_abuser.len(), 3, "{to_abuser:?}");
+    assert!(to_abuser[0].starts_with(r#"42["switchboard:error",{"error":{"code":"RATE_LIMITED""#));
+    assert!(to_abuser[1].starts_with(r#"42["switchboard:error""#));
+    assert_eq!(to_abuser[2], "41");
+    h.now += 1000;
+    h.text(1, r#"42["after"]"#);
+    assert!(texts(&h.outputs(), 2).is_empty());
+    assert_eq!(h.channel.socket_count("/"), 1);
 }
 
 #[test]

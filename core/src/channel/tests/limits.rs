@@ -1,0 +1,135 @@
+//! Every client's queue is bounded, and one client's flood costs the others nothing.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::*;
+
+/// A polling session connected to `/`, with its GET not yet sent; returns its sid.
+fn polling_socket(h: &mut Harness, request: ConnId) -> String {
+    let sid = h.open_polling(request);
+    h.post(request + 1, &sid, "40");
+    h.get(request + 2, &sid);
+    assert!(body(&response_to(&h.outputs(), request + 2).unwrap()).starts_with("40{"));
+    sid
+}
+
+#[test]
+fn a_polling_client_that_never_polls_is_let_go_at_the_packet_bound() {
+    let mut h = Harness::relay(RelayMode::All);
+    h.connect(1, "/");
+    let sid = polling_socket(&mut h, 10);
+    h.outputs();
+    for i in 0..MAX_QUEUED_PACKETS {
+        h.emit_to_all(json!(["tick", i]));
+    }
+    assert_eq!(h.channel.session_count(), 2, "a full queue is still kept");
+    h.emit_to_all(json!(["tick", "one too many"]));
+    assert_eq!(h.channel.session_count(), 1, "the poller is let go");
+    // The WebSocket got everything, in order, and goes on.
+    let ticks = texts(&h.outputs(), 1);
+    assert_eq!(ticks.len(), MAX_QUEUED_PACKETS + 1);
+    assert_eq!(ticks[0], r#"42["tick",0]"#);
+    h.get(20, &sid);
+    assert_eq!(response_to(&h.outputs(), 20).unwrap().status, 400);
+}
+
+#[test]
+fn a_polling_client_that_never_polls_is_let_go_at_the_byte_bound() {
+    let mut h = Harness::relay_with(RelayMode::All, |policy| policy.max_payload = 2_000_000);
+    polling_socket(&mut h, 10);
+    let big = "x".repeat(1_000_000);
+    for _ in 0..(MAX_QUEUED_BYTES / 1_000_000) {
+        h.emit_to_all(json!(["big", big]));
+    }
+    assert_eq!(h.channel.session_count(), 1);
+    h.emit_to_all(json!(["big", big]));
+    assert_eq!(h.channel.session_count(), 0, "8 MB waiting is the most");
+}
+
+#[test]
+fn a_get_takes_at_most_max_payload_and_the_rest_waits() {
+    // max_payload is 1000 in the test policy.
+    let mut h = Harness::relay(RelayMode::All);
+    let sid = polling_socket(&mut h, 10);
+    let text = "y".repeat(400);
+    for i in 0..5 {
+        h.emit_to_all(json!([format!("e{i}"), text]));
+    }
+    let mut seen = Vec::new();
+    for request in 20..23 {
+        h.get(request, &sid);
+        let polled = body(&response_to(&h.outputs(), request).expect("data waits"));
+        assert!(polled.len() <= 1000, "{} bytes", polled.len());
+        seen.extend(
+            polled
+                .split('\u{1e}')
+                .map(|record| record[4..6].to_string()),
+        );
+    }
+    assert_eq!(seen, ["e0", "e1", "e2", "e3", "e4"]);
+    // A message larger than max_payload on its own still goes, alone.
+    h.emit_to_all(json!(["huge", "z".repeat(1200)]));
+    h.get(30, &sid);
+    assert!(body(&response_to(&h.outputs(), 30).unwrap()).len() > 1000);
+}
+
+#[test]
+fn a_polling_post_is_handled_a_turn_at_a_time() {
+    let mut h = Harness::relay_with(RelayMode::Others, |policy| {
+        policy.events_per_second = 1_000_000;
+        policy.max_payload = 100_000;
+    });
+    h.connect(1, "/");
+    let sid = polling_socket(&mut h, 10);
+    h.outputs();
+    let records = |from: usize, to: usize| {
+        (from..to)
+            .map(|i| format!(r#"42["n",{i}]"#))
+            .collect::<Vec<_>>()
+            .join("\u{1e}")
+    };
+    h.post(20, &sid, &records(0, 100));
+    let out = h.outputs();
+    assert_eq!(body(&response_to(&out, 20).unwrap()), "ok");
+    let mut received = texts(&out, 1);
+    assert_eq!(received.len(), RECORDS_PER_TURN, "one turn per input");
+    assert!(h.channel.poll_timeout().is_some_and(|at| at <= h.now));
+    h.channel.handle_timeout(h.now);
+    received.extend(texts(&h.outputs(), 1));
+    assert_eq!(received.len(), 2 * RECORDS_PER_TURN);
+    // A second POST of the same session waits behind the first: order is kept.
+    h.post(21, &sid, &records(100, 110));
+    received.extend(texts(&h.outputs(), 1));
+    while h.channel.poll_timeout().is_some_and(|at| at <= h.now) {
+        h.channel.handle_timeout(h.now);
+        received.extend(texts(&h.outputs(), 1));
+    }
+    let expected: Vec<String> = (0..110).map(|i| format!(r#"42["n",{i}]"#)).collect();
+    assert_eq!(received, expected);
+    assert!(h.channel.poll_timeout().is_none_or(|at| at > h.now));
+}
+
+#[test]
+fn a_polling_flood_passes_the_default_rate_and_is_disconnected() {
+    let mut h = Harness::relay_with(RelayMode::Others, |policy| {
+        policy.events_per_second = crate::config::DEFAULT_EVENTS_PER_SECOND;
+        policy.max_payload = 1_000_000;
+    });
+    h.connect(1, "/");
+    let sid = polling_socket(&mut h, 10);
+    h.outputs();
+    let flood = vec![r#"42["a"]"#; 125_000].join("\u{1e}");
+    h.post(20, &sid, &flood);
+    let mut relayed = texts(&h.outputs(), 1).len();
+    while h.channel.poll_timeout().is_some_and(|at| at <= h.now) {
+        h.channel.handle_timeout(h.now);
+        relayed += texts(&h.outputs(), 1).len();
+    }
+    assert_eq!(relayed, 100, "one second's worth, then nothing");
+    h.get(21, &sid);
+    let polled = body(&response_to(&h.outputs(), 21).unwrap());
+    assert!(polled.contains("RATE_LIMITED"), "{polled}");
+    assert!(polled.ends_with("\u{1e}41"), "{polled}");
+    assert_eq!(h.channel.socket_count("/"), 1);
+}
