@@ -85,9 +85,12 @@ measure() { # name port driver-supports-idle
 
 # Each server fresh, alone on the machine, same load.
 TMP_CWD="$(mktemp -d)" # no wrangler.toml there: Switchboard runs its embedded default (chats/:id)
+# The embedded default's chats/:id, with the per-socket event rate raised: the fan-out driver sends
+# thousands of events a second from one socket, and the peers have no such limit.
+BENCH_CHANNELS='{"/":{"relay":"all"},"chats/:id":{"relay":"all","client_rooms":true,"events_per_second":1000000}}'
 run_switchboard() { # name binary
     step "$1 (native)"
-    start_server "$1" 4100 env -C "$TMP_CWD" API_SECRET=bench-secret RUST_LOG=warn "$2" --port 4100
+    start_server "$1" 4100 env -C "$TMP_CWD" API_SECRET=bench-secret CHANNELS="$BENCH_CHANNELS" RUST_LOG=warn "$2" --port 4100
     measure "$1" 4100
     stop_server
 }
@@ -100,7 +103,7 @@ done
 # Backend handlers: the ack round trip of a client event through a handler to a trivial backend
 # (run by the load generator on :4300), against that backend called directly over HTTP, in
 # alternating rounds; then handler calls/s at saturation. One channel, so one channel actor.
-HANDLER_CHANNELS='{"bench/:id":{"relay_events":[],"handlers":{"work":{"schema":{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}}}}}'
+HANDLER_CHANNELS='{"bench/:id":{"relay_events":[],"events_per_second":1000000,"handlers":{"work":{"schema":{"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]}}}}}'
 step "backend handlers (native)"
 start_server switchboard-handlers 4100 env -C "$TMP_CWD" API_SECRET=bench-secret WEBHOOK_SECRET=bench-webhook-secret \
     BACKEND_URL=http://127.0.0.1:4300/switchboard CHANNELS="$HANDLER_CHANNELS" RUST_LOG=warn \
