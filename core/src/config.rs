@@ -74,6 +74,9 @@ pub struct ChannelPolicy {
     pub bind: BTreeMap<String, String>,
     /// Most sockets (namespace connections) the channel admits at once.
     pub max_sockets: Option<u64>,
+    /// Most Engine.IO sessions that have not yet joined a namespace the channel holds at once;
+    /// further handshakes get 503 until some connect or time out.
+    pub max_pending_sessions: u64,
     /// Most client events one socket may send per second (a second's worth may come at once);
     /// the excess is refused, and a socket that goes on sending is disconnected.
     pub events_per_second: u64,
@@ -115,6 +118,7 @@ impl Default for ChannelPolicy {
             auth: AuthMode::Public,
             bind: BTreeMap::new(),
             max_sockets: None,
+            max_pending_sessions: DEFAULT_MAX_PENDING_SESSIONS,
             events_per_second: DEFAULT_EVENTS_PER_SECOND,
             jwt_secret: None,
             pattern: None,
@@ -465,6 +469,7 @@ struct ChannelSpec {
     bind: Option<BTreeMap<String, String>>,
     max_sockets: Option<Value>,
     events_per_second: Option<Value>,
+    max_pending_sessions: Option<Value>,
     ping_interval: Option<Value>,
     ping_timeout: Option<Value>,
     connect_timeout: Option<Value>,
@@ -718,6 +723,11 @@ pub const DEFAULT_BACKEND_TIMEOUT_MS: u64 = 5_000;
 /// what a person types or a page sends, far below what a flood needs.
 pub const DEFAULT_EVENTS_PER_SECOND: u64 = 100;
 
+/// Sessions waiting for their first namespace CONNECT that a channel holds at once unless its
+/// pattern says otherwise: room for a crowd arriving together, not for a client opening
+/// sessions in a loop.
+pub const DEFAULT_MAX_PENDING_SESSIONS: u64 = 1_000;
+
 fn resolve_policy(
     spec: ChannelSpec,
     defaults: &Defaults,
@@ -889,6 +899,8 @@ fn resolve_policy(
         auth,
         bind,
         max_sockets: positive(spec.max_sockets.as_ref(), "max_sockets")?,
+        max_pending_sessions: positive(spec.max_pending_sessions.as_ref(), "max_pending_sessions")?
+            .unwrap_or(DEFAULT_MAX_PENDING_SESSIONS),
         events_per_second: positive(spec.events_per_second.as_ref(), "events_per_second")?
             .unwrap_or(DEFAULT_EVENTS_PER_SECOND),
         jwt_secret: None,

@@ -185,6 +185,8 @@ pub enum EngineError {
     BadRequest = 3,
     Forbidden = 4,
     UnsupportedProtocolVersion = 5,
+    /// Not one of engine.io's: the channel has as many sessions waiting to connect as it admits.
+    Busy = 6,
 }
 
 impl EngineError {
@@ -196,15 +198,16 @@ impl EngineError {
             EngineError::BadRequest => "Bad request",
             EngineError::Forbidden => "Forbidden",
             EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
+            EngineError::Busy => "Too many sessions waiting to connect; try again later",
         }
     }
 
-    /// The 400 (or 403) response with the `{code, message}` body Engine.IO clients understand.
+    /// The 400 (403, 503) response with the `{code, message}` body Engine.IO clients understand.
     pub fn response(self) -> HttpResponse {
-        let status = if self == EngineError::Forbidden {
-            403
-        } else {
-            400
+        let status = match self {
+            EngineError::Forbidden => 403,
+            EngineError::Busy => 503,
+            _ => 400,
         };
         HttpResponse::json(
             status,

@@ -503,6 +503,12 @@ impl Channel {
         now: u64,
     ) {
         let cors = cors_headers(self.engine.policy(), origin);
+        if sid.is_none() && method == Method::Get && !self.admits_new_session() {
+            let response = EngineError::Busy.response().with_headers(cors);
+            self.engine
+                .push_output(Output::Respond { request, response });
+            return;
+        }
         self.client = Some(client);
         let posted = self
             .engine
@@ -581,7 +587,17 @@ impl Channel {
     /// once, again as engine.io does; a host that cannot close a socket promptly once it is
     /// handed to the channel (a Durable Object's hibernatable sockets) closes it itself.
     pub fn check_ws_open(&self, sid: Option<&str>) -> Result<WsAdmission, EngineError> {
+        if sid.is_none() && !self.admits_new_session() {
+            return Err(EngineError::Busy);
+        }
         self.engine.check_ws_open(sid)
+    }
+
+    /// Whether a handshake may open one more session: the channel holds at most
+    /// `max_pending_sessions` that have not yet joined a namespace.
+    fn admits_new_session(&self) -> bool {
+        self.echo
+            || (self.sockets.awaiting_connect() as u64) < self.engine.policy().max_pending_sessions
     }
 
     /// A WebSocket opened on this channel. Without `sid` it starts a new session; with one it is the
@@ -594,6 +610,15 @@ impl Channel {
         client: ClientInfo,
         now: u64,
     ) {
+        if sid.is_none() && !self.admits_new_session() {
+            // A host that accepts before asking (natively) closes it here: try again later.
+            self.engine.push_output(Output::CloseWebSocket {
+                conn,
+                code: 1013,
+                reason: "too many sessions waiting to connect",
+            });
+            return;
+        }
         self.client = Some(client);
         self.engine.handle_ws_open(conn, sid, now);
         self.route_events(now);

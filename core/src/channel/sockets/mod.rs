@@ -38,8 +38,10 @@ use crate::socketio::{self, PacketKind, PartialBinaryPacket, RESERVED_EVENTS};
 pub use handlers::{ERROR_EVENT, HOOK_FAILED_MESSAGE, MAX_CALLS_PER_SOCKET};
 use handlers::{HookAdmission, PendingCall, disconnect_reason};
 use namespace::Namespace;
-pub use socket::MAX_GRANTED_ROOMS;
-use socket::{HookData, PendingAck, RateVerdict, SioSession, SocketMap, SocketState};
+pub use socket::{BINARY_DEADLINE_MS, MAX_GRANTED_ROOMS};
+use socket::{
+    HookData, PartialPacket, PendingAck, RateVerdict, SioSession, SocketMap, SocketState,
+};
 use webhooks::Webhooks;
 
 /// The Socket.IO layer's timers.
@@ -66,6 +68,8 @@ pub(crate) struct SocketLayer {
     /// Backend calls waiting for their answer, by the host's id.
     calls: FastMap<u64, PendingCall>,
     webhooks: Webhooks,
+    /// Sessions not yet in a namespace (see [`SocketLayer::awaiting_connect`]).
+    awaiting_connect: usize,
 }
 
 impl std::fmt::Debug for SocketLayer {
@@ -94,6 +98,7 @@ impl SocketLayer {
             timers: TimerQueue::default(),
             calls: FastMap::default(),
             webhooks: Webhooks::default(),
+            awaiting_connect: 0,
         }
     }
 
@@ -125,7 +130,14 @@ impl SocketLayer {
             ..SioSession::default()
         };
         self.sessions.insert(key, session);
+        self.awaiting_connect += 1;
         self.schedule(key);
+    }
+
+    /// Sessions that have not yet joined a namespace: a channel admits a bounded number of them
+    /// (`max_pending_sessions`), or one client could open sessions faster than they time out.
+    pub fn awaiting_connect(&self) -> usize {
+        self.awaiting_connect
     }
 
     /// The session ended: its sockets leave their namespaces and rooms, and pending acks are
@@ -134,6 +146,9 @@ impl SocketLayer {
         let Some(mut session) = self.sessions.remove(&key) else {
             return;
         };
+        if session.connect_deadline.is_some() {
+            self.awaiting_connect -= 1;
+        }
         self.timers.cancel(SocketTimer::Session(key));
         for (namespace, socket) in session.sockets.drain() {
             self.forget_socket(
@@ -166,7 +181,11 @@ impl SocketLayer {
         };
         match packet.kind {
             PacketKind::BinaryEvent | PacketKind::BinaryAck if packet.attachments > 0 => {
-                session.partial = Some(Box::new(PartialBinaryPacket::new(packet)));
+                session.partial = Some(Box::new(PartialPacket {
+                    packet: PartialBinaryPacket::new(packet),
+                    deadline: now + BINARY_DEADLINE_MS,
+                }));
+                self.schedule(key);
             }
             _ => self.packet(engine, key, packet, Vec::new(), now),
         }
@@ -177,7 +196,7 @@ impl SocketLayer {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        let Some(partial) = session.partial.as_mut() else {
+        let Some(partial) = session.partial.as_mut().map(|partial| &mut partial.packet) else {
             // Binary data nobody announced.
             engine.close(key, CloseReason::ProtocolError);
             return;
@@ -194,6 +213,7 @@ impl SocketLayer {
             Ok(Some((packet, attachments))) => {
                 session.partial = None;
                 self.packet(engine, key, packet, attachments, now);
+                self.schedule(key);
             }
             Err(_) => engine.close(key, CloseReason::ProtocolError),
         }
@@ -220,6 +240,15 @@ impl SocketLayer {
             if session.pending_connects == 0 && session.connect_deadline.is_some_and(|at| at <= now)
             {
                 engine.close(key, CloseReason::ConnectTimeout);
+                continue;
+            }
+            if session
+                .partial
+                .as_ref()
+                .is_some_and(|partial| partial.deadline <= now)
+            {
+                // Its attachments never all came.
+                engine.close(key, CloseReason::ProtocolError);
                 continue;
             }
             for socket in session.sockets.values_mut() {
@@ -413,7 +442,9 @@ impl SocketLayer {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        session.connect_deadline = None;
+        if session.connect_deadline.take().is_some() {
+            self.awaiting_connect -= 1;
+        }
         let mut socket = SocketState::new(socket_id.clone());
         socket.user = grant.subject;
         socket.granted_rooms = grant.rooms;
@@ -996,6 +1027,7 @@ impl SocketLayer {
                     .saturating_add(self.policy.connect_timeout_ms)
                     .max(now),
             );
+            self.awaiting_connect += 1;
         }
         session.client = snapshot.client.map(Box::new);
         let mut sockets = SocketMap::default();

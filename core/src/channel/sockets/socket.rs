@@ -161,6 +161,17 @@ impl SocketMap {
     }
 }
 
+/// How long a binary packet's attachments may take to arrive after its header. A client sends
+/// them right after it; one that stops halfway would otherwise keep them buffered for good.
+pub const BINARY_DEADLINE_MS: u64 = 10_000;
+
+/// A binary packet still collecting its attachments, and when it must be complete.
+#[derive(Debug)]
+pub(crate) struct PartialPacket {
+    pub packet: PartialBinaryPacket,
+    pub deadline: u64,
+}
+
 /// What the Socket.IO layer keeps per Engine.IO session.
 #[derive(Debug, Default)]
 pub(crate) struct SioSession {
@@ -168,7 +179,7 @@ pub(crate) struct SioSession {
     pub sockets: SocketMap,
     /// A binary packet whose attachments are still arriving.
     /// Boxed: rare, and large next to the rest of an idle session.
-    pub partial: Option<Box<PartialBinaryPacket>>,
+    pub partial: Option<Box<PartialPacket>>,
     /// Set until the client connects to a first namespace.
     pub connect_deadline: Option<u64>,
     /// The handshake's headers and address, kept on channels whose connect hook sees them.
@@ -188,6 +199,7 @@ impl SioSession {
         // While a connect hook decides, the connect timeout waits for its answer (the call has a
         // deadline of its own).
         let connect = self.connect_deadline.filter(|_| self.pending_connects == 0);
-        [connect, acks].into_iter().flatten().min()
+        let partial = self.partial.as_ref().map(|partial| partial.deadline);
+        [connect, acks, partial].into_iter().flatten().min()
     }
 }

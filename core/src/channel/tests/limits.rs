@@ -133,3 +133,92 @@ fn a_polling_flood_passes_the_default_rate_and_is_disconnected() {
     assert!(polled.ends_with("\u{1e}41"), "{polled}");
     assert_eq!(h.channel.socket_count("/"), 1);
 }
+
+#[test]
+fn a_binary_packet_whose_attachments_stop_coming_ends_its_session_at_the_deadline() {
+    let mut h = Harness::relay_with(RelayMode::All, |policy| {
+        policy.ping_interval_ms = 60_000;
+        policy.ping_timeout_ms = 60_000;
+    });
+    h.connect(1, "/");
+    h.connect(2, "/");
+    h.outputs();
+    // 3 attachments announced, 2 sent.
+    let placeholders = r#"{"_placeholder":true,"num":0},{"_placeholder":true,"num":1},{"_placeholder":true,"num":2}"#;
+    h.text(1, &format!(r#"453-["files",{placeholders}]"#));
+    for _ in 0..2 {
+        h.channel
+            .handle_ws_binary(1, Bytes::from_static(b"part"), h.now);
+    }
+    h.advance(crate::channel::sockets::BINARY_DEADLINE_MS - 1);
+    assert!(
+        closed(&h.outputs(), 1).is_none(),
+        "still within its deadline"
+    );
+    h.advance(1);
+    assert_eq!(closed(&h.outputs(), 1), Some(1002));
+    assert_eq!(h.channel.socket_count("/"), 1);
+
+    // A complete one in time is relayed, and leaves no deadline behind.
+    h.text(2, r#"451-["file",{"_placeholder":true,"num":0}]"#);
+    h.channel
+        .handle_ws_binary(2, Bytes::from_static(b"whole"), h.now);
+    assert_eq!(texts(&h.outputs(), 2).len(), 1);
+    assert!(
+        h.channel
+            .poll_timeout()
+            .is_none_or(|at| at >= h.now + 50_000)
+    );
+}
+
+#[test]
+fn a_channel_holds_a_bounded_number_of_sessions_waiting_to_connect() {
+    let mut h = Harness::relay_with(RelayMode::All, |policy| policy.max_pending_sessions = 3);
+    for conn in 1..=3 {
+        h.open_ws(conn);
+    }
+    // The fourth handshake: 503 before a WebSocket is accepted, 1013 if it already was.
+    assert_eq!(h.channel.check_ws_open(None), Err(EngineError::Busy));
+    h.channel
+        .handle_ws_open(4, None, ClientInfo::default(), h.now);
+    assert_eq!(closed(&h.outputs(), 4), Some(1013));
+    h.channel.handle_polling(
+        5,
+        Method::Get,
+        None,
+        None,
+        ClientInfo::default(),
+        Bytes::new(),
+        h.now,
+    );
+    let refused = response_to(&h.outputs(), 5).unwrap();
+    assert_eq!(refused.status, 503);
+    assert!(body(&refused).contains("try again later"));
+    assert_eq!(h.channel.session_count(), 3);
+    // Sessions that connect, or go away, make room.
+    h.text(1, "40");
+    h.channel.handle_ws_closed(2, h.now);
+    h.outputs();
+    h.open_ws(6);
+    h.open_ws(7);
+    assert_eq!(h.channel.check_ws_open(None), Err(EngineError::Busy));
+    // A rebuilt channel counts the same.
+    let snapshots: Vec<_> = [1, 3, 6, 7]
+        .into_iter()
+        .map(|conn| (conn, h.channel.snapshot(conn).unwrap()))
+        .collect();
+    let rebuilt = Channel::restore(
+        "x",
+        h.channel.engine.policy().clone(),
+        Box::new(crate::testing::SequenceRandom::new(9)),
+        snapshots,
+        h.now,
+    );
+    assert_eq!(rebuilt.check_ws_open(None), Err(EngineError::Busy));
+    // Upgrades of sessions that exist are not handshakes.
+    assert!(
+        h.channel
+            .check_ws_open(Some("unknown"))
+            .is_err_and(|e| e == EngineError::UnknownSid)
+    );
+}
