@@ -164,8 +164,10 @@ pub fn admit(
     secret: Option<&str>,
 ) -> Result<(), ApiError> {
     match (route, method) {
-        (Route::Emit, Method::Post) | (Route::ChannelInfo(_), Method::Get) => {}
-        (Route::Emit, _) => return Err(ApiError::method_not_allowed("POST")),
+        (Route::Emit, Method::Post)
+        | (Route::ChannelInfo(_), Method::Get)
+        | (Route::Debug { .. }, Method::Post) => {}
+        (Route::Emit | Route::Debug { .. }, _) => return Err(ApiError::method_not_allowed("POST")),
         _ => return Err(ApiError::method_not_allowed("GET")),
     }
     authorize(authorization, secret)

@@ -359,9 +359,14 @@ impl ChannelPolicy {
     }
 
     pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|allowed| allowed == "*") || self.lists_origin(origin)
+    }
+
+    /// Whether `origin` is named in `allowed_origins` (not merely let in by `"*"`).
+    pub fn lists_origin(&self, origin: &str) -> bool {
         self.allowed_origins
             .iter()
-            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+            .any(|allowed| allowed != "*" && allowed.eq_ignore_ascii_case(origin))
     }
 }
 

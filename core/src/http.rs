@@ -258,13 +258,22 @@ pub fn parse_engine_query(query: Option<&str>) -> Result<EngineQuery, EngineErro
 /// CORS headers for a polling response to a request from `origin`; none when the origin is absent or
 /// not allowed (the browser then blocks the response, as it should).
 pub fn cors_headers(policy: &ChannelPolicy, origin: Option<&str>) -> Vec<(&'static str, String)> {
-    match origin {
-        Some(origin) if policy.allows_origin(origin) => vec![
+    let Some(origin) = origin else {
+        return Vec::new();
+    };
+    if policy.lists_origin(origin) {
+        // An origin the channel names: its pages may send cookies along.
+        vec![
             ("access-control-allow-origin", origin.to_string()),
             ("access-control-allow-credentials", "true".into()),
             ("vary", "Origin".into()),
-        ],
-        _ => Vec::new(),
+        ]
+    } else if policy.allows_origin(origin) {
+        // Let in by `"*"` only: any page may connect, but a browser sends it no credentials, so a
+        // page of another site cannot ride on the user's cookies.
+        vec![("access-control-allow-origin", "*".into())]
+    } else {
+        Vec::new()
     }
 }
 

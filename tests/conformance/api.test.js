@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { BASE_URL, channelPath, uniqueId } from "../lib/config.js";
 import { connectClient, emitAck, record } from "../lib/client.js";
 import { expectNoEvent } from "../lib/wait.js";
-import { emit, occupancy } from "../lib/api.js";
+import { debug, emit, occupancy } from "../lib/api.js";
 import { request } from "../lib/polling.js";
 
 /** `count` clients on `channel` (relay/<id>), connected over WebSocket. */
@@ -222,6 +222,15 @@ describe("GET /channels/<channel>", () => {
     assert.equal((await occupancy("relay/1", { secret: "wrong" })).status, 401);
     assert.equal((await occupancy("nope/1")).status, 404);
   });
+});
+
+test("the test-only /__debug/ endpoints take the API secret too", async () => {
+  for (const secret of [null, "wrong"]) {
+    const { status, body } = await debug("stats", "relay/1", { secret });
+    assert.equal(status, 401, `secret ${JSON.stringify(secret)}`);
+    assert.equal(body.error, "unauthorized");
+  }
+  assert.equal((await debug("stats", "relay/1")).status, 200);
 });
 
 test("GET /healthz answers ok", async () => {

@@ -429,19 +429,21 @@ describe("HTTP routing and CORS", () => {
     assert.equal(response.status, 404, `got ${response.status}: ${response.body}`);
   });
 
-  test("polling responses echo the Origin and allow credentials", async () => {
-    const response = await request(pollingUrl(channelPath()), { headers: { Origin: "http://example.com" } });
-    assert.equal(response.status, 200);
-    assert.equal(response.headers.get("access-control-allow-origin"), "http://example.com");
-    assert.equal(response.headers.get("access-control-allow-credentials"), "true");
+  test("with allowed_origins = [\"*\"], any page may poll, without credentials", async () => {
+    for (const origin of ["http://example.com", "null"]) {
+      const response = await request(pollingUrl(channelPath()), { headers: { Origin: origin } });
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get("access-control-allow-origin"), "*");
+      assert.equal(response.headers.get("access-control-allow-credentials"), null, "no cookies for any page");
+    }
   });
 
   test("engine endpoint and error responses carry CORS headers too", async () => {
     const handshake = await request(pollingUrl(ENGINE_PATH), { headers: { Origin: "http://example.com" } });
-    assert.equal(handshake.headers.get("access-control-allow-origin"), "http://example.com");
+    assert.equal(handshake.headers.get("access-control-allow-origin"), "*");
     const error = await request(pollingUrl(channelPath(), "no-such-session-id"), { headers: { Origin: "http://example.com" } });
     assert.equal(error.status, 400);
-    assert.equal(error.headers.get("access-control-allow-origin"), "http://example.com");
+    assert.equal(error.headers.get("access-control-allow-origin"), "*");
   });
 
   test("OPTIONS preflight → 204 allowing GET and POST", async () => {
@@ -456,7 +458,7 @@ describe("HTTP routing and CORS", () => {
     assert.equal(response.status, 204);
     const methods = (response.headers.get("access-control-allow-methods") ?? "").toUpperCase().split(/\s*,\s*/);
     assert.ok(methods.includes("GET") && methods.includes("POST"), `Access-Control-Allow-Methods: ${methods}`);
-    assert.equal(response.headers.get("access-control-allow-origin"), "http://example.com");
+    assert.equal(response.headers.get("access-control-allow-origin"), "*");
   });
 });
 

@@ -159,6 +159,7 @@ describe("allowed origins", () => {
     const good = await request(url, { headers: { origin: "http://allowed.example" } });
     assert.equal(good.status, 200);
     assert.equal(good.headers.get("access-control-allow-origin"), "http://allowed.example");
+    assert.equal(good.headers.get("access-control-allow-credentials"), "true", "a named origin may send cookies");
     assert.equal((await request(url)).status, 200);
 
     // No Origin header over WebSocket either: a server-side client is let in.

@@ -20,8 +20,9 @@ export async function occupancy(channel, { secret = API_SECRET, base = BASE_URL 
 }
 
 /** Test-only endpoints (`DEBUG_ENDPOINTS = true`): rebuild a channel from snapshots, read stats. */
-export async function debug(action, channel, { base = BASE_URL } = {}) {
-  const response = await request(`${base}/__debug/${action}/${channel}`, { method: "POST" });
+export async function debug(action, channel, { base = BASE_URL, secret = API_SECRET } = {}) {
+  const headers = secret === null ? {} : { authorization: `Bearer ${secret}` };
+  const response = await request(`${base}/__debug/${action}/${channel}`, { method: "POST", headers });
   return { status: response.status, body: parse(response.body) };
 }
 
