@@ -37,6 +37,9 @@ pub struct Grant {
     pub subject: Option<String>,
     /// Rooms the socket may join on its own.
     pub rooms: Vec<String>,
+    /// When the token expires (ms since the epoch): the socket is disconnected then, unless the
+    /// client sends a fresh token first (`switchboard:refresh`).
+    pub expires_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,11 +100,17 @@ pub fn verify_connect(
     }
     let claims = verified.claims();
     let now_s = now_ms / 1000;
-    match claims.exp.as_ref().and_then(Value::as_u64) {
+    let exp = match claims.exp.as_ref().and_then(Value::as_u64) {
         None => return Err("token has no valid exp claim".into()),
         Some(exp) if exp <= now_s => return Err("token expired".into()),
-        Some(_) => {}
-    }
+        Some(exp) if exp - now_s > policy.max_token_lifetime_s => {
+            return Err(format!(
+                "token lives too long: its exp may be at most {} s away",
+                policy.max_token_lifetime_s
+            ));
+        }
+        Some(exp) => exp,
+    };
     if let Some(nbf) = &claims.nbf {
         match nbf.as_u64() {
             Some(nbf) if nbf <= now_s => {}
@@ -147,7 +156,11 @@ pub fn verify_connect(
         .get("sub")
         .and_then(Value::as_str)
         .map(str::to_string);
-    Ok(Grant { subject, rooms })
+    Ok(Grant {
+        subject,
+        rooms,
+        expires_at_ms: Some(exp.saturating_mul(1000)),
+    })
 }
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ pub struct ChannelPolicy {
     /// Most Engine.IO sessions that have not yet joined a namespace the channel holds at once;
     /// further handshakes get 503 until some connect or time out.
     pub max_pending_sessions: u64,
+    /// Private channels: the furthest in the future a token's `exp` may be, in seconds. A token
+    /// that lives longer is refused, so a leaked token cannot open the channel for years.
+    pub max_token_lifetime_s: u64,
     /// Most client events one socket may send per second (a second's worth may come at once);
     /// the excess is refused, and a socket that goes on sending is disconnected.
     pub events_per_second: u64,
@@ -119,6 +122,7 @@ impl Default for ChannelPolicy {
             bind: BTreeMap::new(),
             max_sockets: None,
             max_pending_sessions: DEFAULT_MAX_PENDING_SESSIONS,
+            max_token_lifetime_s: DEFAULT_MAX_TOKEN_LIFETIME_S,
             events_per_second: DEFAULT_EVENTS_PER_SECOND,
             jwt_secret: None,
             pattern: None,
@@ -475,6 +479,7 @@ struct ChannelSpec {
     max_sockets: Option<Value>,
     events_per_second: Option<Value>,
     max_pending_sessions: Option<Value>,
+    max_token_lifetime: Option<Value>,
     ping_interval: Option<Value>,
     ping_timeout: Option<Value>,
     connect_timeout: Option<Value>,
@@ -733,6 +738,10 @@ pub const DEFAULT_EVENTS_PER_SECOND: u64 = 100;
 /// sessions in a loop.
 pub const DEFAULT_MAX_PENDING_SESSIONS: u64 = 1_000;
 
+/// How far in the future a private channel accepts a token's `exp` unless its pattern says
+/// otherwise (`max_token_lifetime`, seconds): one day.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_S: u64 = 24 * 60 * 60;
+
 fn resolve_policy(
     spec: ChannelSpec,
     defaults: &Defaults,
@@ -906,6 +915,12 @@ fn resolve_policy(
         max_sockets: positive(spec.max_sockets.as_ref(), "max_sockets")?,
         max_pending_sessions: positive(spec.max_pending_sessions.as_ref(), "max_pending_sessions")?
             .unwrap_or(DEFAULT_MAX_PENDING_SESSIONS),
+        max_token_lifetime_s: optional_whole_number(
+            spec.max_token_lifetime.as_ref(),
+            &field("max_token_lifetime"),
+        )?
+        .filter(|seconds| *seconds > 0)
+        .unwrap_or(DEFAULT_MAX_TOKEN_LIFETIME_S),
         events_per_second: positive(spec.events_per_second.as_ref(), "events_per_second")?
             .unwrap_or(DEFAULT_EVENTS_PER_SECOND),
         jwt_secret: None,

@@ -51,6 +51,8 @@ describe("private channels", () => {
       [{ token: signToken({ channels: [channel] }, { alg: "RS256" }) }, /HS256/],
       [{ token: signToken({ channels: ["private/other"] }) }, /does not grant/],
       [{ token: signToken({}) }, /channels/],
+      [{ token: signToken({ channels: [channel], exp: Math.floor(Date.now() / 1000) + 2 * 86400 }) }, /lives too long/],
+      [{ token: signToken({ channels: [channel], exp: 2 ** 64 - 1 }) }, /lives too long|exp/],
     ];
     for (const [auth, reason] of cases) {
       const message = await refused(t, channel, auth);
@@ -90,6 +92,31 @@ describe("private channels", () => {
     const [denied] = await emitAck(socket, "switchboard:join", "staff");
     assert.equal(denied.ok, false);
     assert.equal((await emit({ channel, event: "vip only", rooms: ["vip"] })).body.delivered, 1);
+  });
+});
+
+describe("tokens that expire", () => {
+  test("a socket is told and disconnected at its token's exp, unless it refreshed the token", async (t) => {
+    const channel = `private/${uniqueId()}`;
+    const soon = Math.floor(Date.now() / 1000) + 2;
+    const expiring = await open(t, channel, { auth: { token: signToken({ sub: "u1", channels: [channel], exp: soon }) } });
+    const refreshing = await open(t, channel, { auth: { token: signToken({ sub: "u1", channels: [channel], exp: soon }) } });
+    const told = record(expiring, "switchboard:error");
+    const gone = new Promise((resolve) => expiring.once("disconnect", resolve));
+
+    const [wrongUser] = await emitAck(refreshing, "switchboard:refresh", { token: signToken({ sub: "u2", channels: [channel] }) });
+    assert.equal(wrongUser.error.code, "INVALID_TOKEN");
+    const later = Math.floor(Date.now() / 1000) + 60;
+    const [refreshed] = await emitAck(refreshing, "switchboard:refresh", { token: signToken({ sub: "u1", channels: [channel], exp: later }) });
+    assert.deepEqual(refreshed, { status: "ok", data: { expires_at: later * 1000 } });
+
+    assert.equal(await gone, "io server disconnect");
+    assert.ok(Date.now() >= soon * 1000 - 50, "not before its exp");
+    assert.equal(told.received[0][0].error.code, "TOKEN_EXPIRED");
+    // The refreshed socket still gets the channel's events; the expired one gets none.
+    const news = record(refreshing, "news");
+    assert.equal((await emit({ channel, event: "news", data: 1 })).body.delivered, 1);
+    await news.waitFor(1);
   });
 });
 

@@ -51,6 +51,9 @@ pub enum CallSnapshotKind {
         user: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         granted_rooms: Vec<String>,
+        /// When the token expires (ms since the epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
     },
 }
 
@@ -78,4 +81,7 @@ pub struct SocketSnapshot {
     /// Data the connect hook kept on the socket, sent with each handler call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// When the socket's token expires (ms since the epoch), on private channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }

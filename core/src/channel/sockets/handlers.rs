@@ -863,6 +863,7 @@ impl SocketLayer {
                         CallSnapshotKind::Connect {
                             user: grant.subject.clone(),
                             granted_rooms: grant.rooms.clone(),
+                            expires_at: grant.expires_at_ms,
                         },
                     ),
                     _ => return None,
@@ -899,6 +900,7 @@ impl SocketLayer {
                 CallSnapshotKind::Connect {
                     user,
                     granted_rooms,
+                    expires_at,
                 } => {
                     if let Some(session) = self.sessions.get_mut(&key) {
                         session.pending_connects = session.pending_connects.saturating_add(1);
@@ -910,6 +912,7 @@ impl SocketLayer {
                         grant: Grant {
                             subject: user,
                             rooms: granted_rooms,
+                            expires_at_ms: expires_at,
                         },
                         auth: None,
                     }

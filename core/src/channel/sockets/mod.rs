@@ -12,6 +12,7 @@
 mod handlers;
 mod namespace;
 mod socket;
+mod tokens;
 pub(crate) mod webhooks;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +43,7 @@ pub use socket::{BINARY_DEADLINE_MS, MAX_GRANTED_ROOMS};
 use socket::{
     HookData, PartialPacket, PendingAck, RateVerdict, SioSession, SocketMap, SocketState,
 };
+pub use tokens::REFRESH_EVENT;
 use webhooks::Webhooks;
 
 /// The Socket.IO layer's timers.
@@ -251,6 +253,10 @@ impl SocketLayer {
                 engine.close(key, CloseReason::ProtocolError);
                 continue;
             }
+            let expired = session
+                .sockets
+                .values()
+                .any(|socket| socket.expires_at.is_some_and(|at| at <= now));
             for socket in session.sockets.values_mut() {
                 let id = &socket.id;
                 socket.pending_acks.retain(|_, ack| {
@@ -264,6 +270,9 @@ impl SocketLayer {
                     }
                     keep
                 });
+            }
+            if expired {
+                self.expire_tokens(engine, key, now);
             }
             self.schedule(key);
         }
@@ -448,6 +457,7 @@ impl SocketLayer {
         let mut socket = SocketState::new(socket_id.clone());
         socket.user = grant.subject;
         socket.granted_rooms = grant.rooms;
+        socket.expires_at = grant.expires_at_ms;
         socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
         socket.allowance = Some((self.policy.events_per_second.saturating_mul(1000), now));
         let mut hook_rooms = Vec::new();
@@ -636,6 +646,11 @@ impl SocketLayer {
             engine.close(key, CloseReason::ProtocolError);
             return;
         };
+        if name == REFRESH_EVENT {
+            let args = args.clone();
+            self.refresh_token(engine, key, namespace, &args, packet.id, now);
+            return;
+        }
         if self
             .policy
             .webhook_client_events
@@ -1007,6 +1022,7 @@ impl SocketLayer {
                     .collect(),
                 user_info: socket.hook.as_ref().and_then(|hook| hook.user_info.clone()),
                 data: socket.hook.as_ref().and_then(|hook| hook.data.clone()),
+                expires_at: socket.expires_at,
             })
             .collect();
         snapshot.awaiting_connect = session.connect_deadline.is_some();
@@ -1044,6 +1060,7 @@ impl SocketLayer {
                     rooms: socket.rooms.into_iter().collect(),
                     user: socket.user,
                     granted_rooms: socket.granted_rooms,
+                    expires_at: socket.expires_at,
                     allowance: None,
                     refused_in_a_row: 0,
                     next_ack_id: socket.next_ack_id,

@@ -27,6 +27,9 @@ pub(crate) struct SocketState {
     pub user: Option<String>,
     /// Rooms the token lets this socket join on its own.
     pub granted_rooms: Vec<String>,
+    /// When its token expires (ms since the epoch), on private channels: the socket is
+    /// disconnected then unless the client refreshed the token.
+    pub expires_at: Option<u64>,
     /// Rate limit bucket: (milli-events available, when last refilled). Not snapshotted: a rebuilt
     /// channel starts with a full bucket.
     pub allowance: Option<(u64, u64)>,
@@ -56,6 +59,7 @@ impl SocketState {
             rooms: BTreeSet::new(),
             user: None,
             granted_rooms: Vec::new(),
+            expires_at: None,
             allowance: None,
             refused_in_a_row: 0,
             next_ack_id: 0,
@@ -200,6 +204,11 @@ impl SioSession {
         // deadline of its own).
         let connect = self.connect_deadline.filter(|_| self.pending_connects == 0);
         let partial = self.partial.as_ref().map(|partial| partial.deadline);
-        [connect, acks, partial].into_iter().flatten().min()
+        let expiry = self
+            .sockets
+            .values()
+            .filter_map(|socket| socket.expires_at)
+            .min();
+        [connect, acks, partial, expiry].into_iter().flatten().min()
     }
 }

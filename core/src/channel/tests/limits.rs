@@ -222,3 +222,124 @@ fn a_channel_holds_a_bounded_number_of_sessions_waiting_to_connect() {
             .is_err_and(|e| e == EngineError::UnknownSid)
     );
 }
+
+/// A private channel `private/7` with a long heartbeat (the clock jumps in the token tests).
+fn private_channel(edit: impl FnOnce(&mut ChannelPolicy)) -> Harness {
+    use crate::config::{AuthMode, ChannelPattern, Secret};
+    let mut h = Harness::relay_with(RelayMode::All, |policy| {
+        policy.auth = AuthMode::Private;
+        policy.jwt_secret = Some(Secret::new("k"));
+        policy.pattern = Some(ChannelPattern::parse("private/:id").unwrap());
+        policy.ping_interval_ms = 1_000_000;
+        policy.ping_timeout_ms = 1_000_000;
+        edit(policy);
+    });
+    h.channel = Channel::new(
+        "private/7",
+        h.channel.engine.policy().clone(),
+        Box::new(crate::testing::SequenceRandom::new(5)),
+    );
+    h
+}
+
+fn token(sub: &str, exp_s: u64) -> String {
+    signed(
+        json!({"sub": sub, "exp": exp_s, "channels": ["private/:id"]}),
+        "k",
+    )
+}
+
+#[test]
+fn a_socket_is_disconnected_when_its_token_expires_unless_refreshed() {
+    let mut h = private_channel(|_| {});
+    let now_s = h.now / 1000;
+    for conn in [1, 2] {
+        h.open_ws(conn);
+        h.text(
+            conn,
+            &format!(r#"40{{"token":"{}"}}"#, token("u", now_s + 10)),
+        );
+    }
+    h.outputs();
+    h.advance(5_000);
+    // Socket 1 refreshes; a token of another user, or one that lives too long, is refused.
+    let other = token("mallory", now_s + 30);
+    h.text(
+        1,
+        &format!(r#"421["switchboard:refresh",{{"token":"{other}"}}]"#),
+    );
+    assert!(texts(&h.outputs(), 1)[0].contains("the new token is for another user"));
+    let forever = token("u", now_s + 10 * 24 * 3600);
+    h.text(
+        1,
+        &format!(r#"422["switchboard:refresh",{{"token":"{forever}"}}]"#),
+    );
+    assert!(texts(&h.outputs(), 1)[0].contains("token lives too long"));
+    let fresh = token("u", now_s + 30);
+    h.text(
+        1,
+        &format!(r#"423["switchboard:refresh",{{"token":"{fresh}"}}]"#),
+    );
+    assert_eq!(
+        texts(&h.outputs(), 1),
+        vec![format!(
+            r#"433[{{"data":{{"expires_at":{}}},"status":"ok"}}]"#,
+            (now_s + 30) * 1000
+        )]
+    );
+    // At the first token's exp, socket 2 is told and let go; socket 1 goes on.
+    h.advance(5_000);
+    let out = h.outputs();
+    let to_2 = texts(&out, 2);
+    assert_eq!(to_2.len(), 2, "{to_2:?}");
+    assert!(to_2[0].contains("TOKEN_EXPIRED"));
+    assert_eq!(to_2[1], "41");
+    assert!(texts(&out, 1).is_empty());
+    assert_eq!(h.emit_to_all(json!(["still here"])), 1);
+    // The fresh expiry survives a rebuild, and holds there.
+    let rebuilt = Channel::restore(
+        "private/7",
+        h.channel.engine.policy().clone(),
+        Box::new(crate::testing::SequenceRandom::new(9)),
+        [(1, h.channel.snapshot(1).unwrap())],
+        h.now,
+    );
+    h.channel = rebuilt;
+    h.outputs();
+    h.advance(19_000);
+    assert!(texts(&h.outputs(), 1).is_empty());
+    h.advance(1_000);
+    assert_eq!(
+        texts(&h.outputs(), 1).last().map(String::as_str),
+        Some("41")
+    );
+    assert_eq!(h.channel.socket_count("/"), 0);
+}
+
+#[test]
+fn a_token_that_lives_longer_than_the_channel_allows_is_refused() {
+    let mut h = private_channel(|policy| policy.max_token_lifetime_s = 3600);
+    let now_s = h.now / 1000;
+    h.open_ws(1);
+    h.text(
+        1,
+        &format!(r#"40{{"token":"{}"}}"#, token("u", now_s + 3601)),
+    );
+    assert!(
+        texts(&h.outputs(), 1)[0]
+            .contains("token lives too long: its exp may be at most 3600 s away")
+    );
+    h.text(
+        1,
+        &format!(r#"40{{"token":"{}"}}"#, token("u", now_s + 3600)),
+    );
+    assert!(texts(&h.outputs(), 1)[0].starts_with("40{\"sid\""));
+    // A huge exp (2^64 - 1) is no way around it.
+    h.open_ws(2);
+    let huge = signed(
+        json!({"sub": "u", "exp": u64::MAX, "channels": ["private/:id"]}),
+        "k",
+    );
+    h.text(2, &format!(r#"40{{"token":"{huge}"}}"#));
+    assert!(texts(&h.outputs(), 2)[0].starts_with("44"));
+}
