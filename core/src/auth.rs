@@ -78,7 +78,7 @@ pub fn verify_connect(
     let verified: Token<Header, Claims, _> = token.as_str().verify_with_key(&key).map_err(
         |err| match err {
             jwt::Error::AlgorithmMismatch(presented, _) => {
-                let presented = format!("{presented:?}").to_uppercase();
+                let presented = format!("{presented:?}").to_ascii_uppercase();
                 format!(
                     "token algorithm {presented} is not accepted: tokens must be signed with HS256"
                 )

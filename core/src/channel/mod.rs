@@ -286,7 +286,7 @@ pub const RECORDS_PER_TURN: usize = 32;
 #[derive(Debug)]
 struct PostedRecords {
     key: SessionKey,
-    packets: std::vec::IntoIter<engineio::Packet>,
+    packets: engineio::PayloadRecords,
     /// When the POST arrived: the next turn is due at once.
     since: u64,
 }
@@ -521,7 +521,7 @@ impl Channel {
                 let earlier = self.posted.remove(index).map(|posted| posted.packets);
                 self.handle_records(key, earlier.into_iter().flatten(), usize::MAX, now);
             }
-            self.take_turn(key, packets.into_iter(), now);
+            self.take_turn(key, packets, now);
         }
     }
 
@@ -529,11 +529,11 @@ impl Channel {
     fn take_turn(
         &mut self,
         key: SessionKey,
-        mut packets: std::vec::IntoIter<engineio::Packet>,
+        mut packets: engineio::PayloadRecords,
         now: u64,
     ) {
         self.handle_records(key, &mut packets, RECORDS_PER_TURN, now);
-        if packets.len() > 0 && self.engine.is_open(key) {
+        if !packets.is_done() && self.engine.is_open(key) {
             self.posted.push_back(PostedRecords {
                 key,
                 packets,

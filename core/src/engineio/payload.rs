@@ -33,6 +33,53 @@ pub fn decode_payload(body: &[u8]) -> Result<Vec<Packet>, DecodeError> {
         .collect()
 }
 
+/// A polling POST's body, checked whole and then decoded a record at a time: a body of a million
+/// bytes may hold a hundred thousand records, and the channel handles them in turns (see
+/// [`crate::channel::RECORDS_PER_TURN`]) holding only the body, not every decoded packet.
+#[derive(Debug)]
+pub struct PayloadRecords {
+    body: Bytes,
+    /// Where the next record starts.
+    next: usize,
+}
+
+impl PayloadRecords {
+    /// Checks every record of `body` (the whole body is refused on the first bad one, as
+    /// [`decode_payload`] does).
+    pub fn new(body: Bytes) -> Result<Self, DecodeError> {
+        let text = std::str::from_utf8(&body).map_err(|_| DecodeError::InvalidUtf8)?;
+        if text.is_empty() {
+            return Err(DecodeError::EmptyPayload);
+        }
+        for record in text.split(char::from(RECORD_SEPARATOR)) {
+            decode_record(record)?;
+        }
+        Ok(Self { body, next: 0 })
+    }
+
+    /// Whether every record was taken.
+    pub fn is_done(&self) -> bool {
+        self.next > self.body.len()
+    }
+}
+
+impl Iterator for PayloadRecords {
+    type Item = Packet;
+
+    fn next(&mut self) -> Option<Packet> {
+        let rest = self.body.get(self.next..)?;
+        let end = memchr_separator(rest).unwrap_or(rest.len());
+        let record = std::str::from_utf8(&rest[..end]).ok()?;
+        self.next += end + 1;
+        // Checked in `new`; a record cannot turn bad since.
+        decode_record(record).ok()
+    }
+}
+
+fn memchr_separator(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|byte| *byte == RECORD_SEPARATOR)
+}
+
 fn decode_record(record: &str) -> Result<Packet, DecodeError> {
     if record.is_empty() {
         return Err(DecodeError::EmptyRecord);
@@ -91,6 +138,31 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+
+    #[test]
+    fn payload_records_are_the_packets_of_decode_payload_one_at_a_time() {
+        for body in [
+            &b"4hello\x1e2\x1e4world"[..],
+            b"4a",
+            b"bAQID\x1e4x",
+            b"4\x1e4",
+        ] {
+            let mut records = PayloadRecords::new(Bytes::copy_from_slice(body)).unwrap();
+            let mut taken = Vec::new();
+            while !records.is_done() {
+                taken.push(records.next().expect("a record until done"));
+            }
+            assert_eq!(records.next(), None);
+            assert_eq!(Ok(taken), decode_payload(body), "{body:?}");
+        }
+        for bad in [&b""[..], b"4a\x1e", b"4a\x1e\x1e4b", b"bnot base64!", b"\xff"] {
+            assert_eq!(
+                PayloadRecords::new(Bytes::copy_from_slice(bad)).map(|_| ()),
+                decode_payload(bad).map(|_| ()),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn decodes_the_spec_examples() {

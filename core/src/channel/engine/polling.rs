@@ -22,7 +22,7 @@ impl Engine {
         cors: Vec<(&'static str, String)>,
         body: Bytes,
         now: u64,
-    ) -> Option<(SessionKey, Vec<engineio::Packet>)> {
+    ) -> Option<(SessionKey, engineio::PayloadRecords)> {
         let Some(sid) = sid else {
             if method == Method::Get {
                 self.open_polling_session(request, cors, now);
@@ -89,7 +89,7 @@ impl Engine {
                     self.close(key, CloseReason::PayloadTooLarge);
                     return None;
                 }
-                match engineio::decode_payload(&body) {
+                match engineio::PayloadRecords::new(body) {
                     Ok(packets) => {
                         // Answer first: the packets may close the session, and the POST itself
                         // succeeded.
