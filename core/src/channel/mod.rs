@@ -526,12 +526,7 @@ impl Channel {
     }
 
     /// Handles up to [`RECORDS_PER_TURN`] of a POST's records; the rest wait for the next turn.
-    fn take_turn(
-        &mut self,
-        key: SessionKey,
-        mut packets: engineio::PayloadRecords,
-        now: u64,
-    ) {
+    fn take_turn(&mut self, key: SessionKey, mut packets: engineio::PayloadRecords, now: u64) {
         self.handle_records(key, &mut packets, RECORDS_PER_TURN, now);
         if !packets.is_done() && self.engine.is_open(key) {
             self.posted.push_back(PostedRecords {

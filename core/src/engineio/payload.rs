@@ -155,7 +155,13 @@ mod tests {
             assert_eq!(records.next(), None);
             assert_eq!(Ok(taken), decode_payload(body), "{body:?}");
         }
-        for bad in [&b""[..], b"4a\x1e", b"4a\x1e\x1e4b", b"bnot base64!", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"4a\x1e",
+            b"4a\x1e\x1e4b",
+            b"bnot base64!",
+            b"\xff",
+        ] {
             assert_eq!(
                 PayloadRecords::new(Bytes::copy_from_slice(bad)).map(|_| ()),
                 decode_payload(bad).map(|_| ()),
