@@ -16,7 +16,12 @@
 //! - `backend_client`: the calls to the app backend that core asks for (handlers, the connect
 //!   hook, webhooks), on one pooled keep-alive HTTP client.
 //! - [`settings`]: configuration from `wrangler.toml` `[vars]`, environment overrides, or the
-//!   embedded default, and the static folder of its `[assets]`.
+//!   embedded default, and the static folder of its `[assets]`; the command line's limits.
+//! - [`limits`]: what keeps clients from exhausting the server before core sees a request:
+//!   connection caps (the process's, derived from its open-file limit, and each address's), the
+//!   rate of new Engine.IO sessions per address, and the answers to those refused.
+//! - `http_server`: the accept loop and hyper's HTTP/1.1 connections under the router, with the
+//!   head, idle and body timeouts (never on a held long-polling GET or a WebSocket).
 //!
 //! Every request goes through one handler, [`front_door`], which asks core where it goes, as the
 //! Worker does on the edge. [`serve`] runs the server until a shutdown future resolves, then closes
@@ -27,6 +32,8 @@ pub mod actor;
 pub mod api;
 mod backend_client;
 mod buffers;
+mod http_server;
+pub mod limits;
 pub mod outbox;
 pub mod settings;
 pub mod transport;
@@ -46,6 +53,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::actor::Registry;
+use crate::limits::{Limiter, Limits};
 
 /// How long shutdown waits for open requests and connections before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -61,6 +69,8 @@ pub struct Options {
     /// Tracks the WebSocket tasks, which the HTTP server no longer sees once upgraded; shutdown
     /// waits for them to deliver their close frames. Pass a clone to count them from outside.
     pub websockets: TaskTracker,
+    /// Timeouts, connection caps and session rates ([`Limits::default`] unless set).
+    pub limits: Limits,
 }
 
 impl Options {
@@ -70,6 +80,7 @@ impl Options {
             api_secret,
             assets: None,
             websockets: TaskTracker::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -82,16 +93,19 @@ pub struct AppState {
     pub api_secret: Option<Arc<str>>,
     pub assets: Option<Arc<PathBuf>>,
     pub websockets: TaskTracker,
+    /// Connection counts and session rates, shared with the accept loop.
+    pub limiter: Arc<Limiter>,
 }
 
 /// The HTTP application: every request goes to [`front_door`].
-pub fn app(options: &Options, registry: Arc<Registry>) -> Router {
+pub fn app(options: &Options, registry: Arc<Registry>, limiter: Arc<Limiter>) -> Router {
     let state = AppState {
         config: options.config.clone(),
         registry,
         api_secret: options.api_secret.clone(),
         assets: options.assets.clone().map(Arc::new),
         websockets: options.websockets.clone(),
+        limiter,
     };
     Router::new().fallback(front_door).with_state(state)
 }
@@ -115,15 +129,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let registry = Registry::new();
     let websockets = options.websockets.clone();
-    let app = app(&options, registry.clone());
+    let limiter = Limiter::new(options.limits.clone(), limits::fd_limit());
+    let (served, open) = limiter.caps();
+    tracing::info!(
+        served,
+        open,
+        per_ip = options.limits.max_connections_per_ip,
+        "connection caps (per_ip 0: no limit)"
+    );
+    let app = app(&options, registry.clone(), limiter.clone());
     let (closing_tx, closing_rx) = tokio::sync::oneshot::channel::<()>();
-    // Connection info: the client's address, which a connect hook is told.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = tokio::spawn(http_server::run(listener, app, limiter, async move {
         shutdown.await;
         let _ = closing_tx.send(());
-    });
-    let server = tokio::spawn(server.into_future());
+    }));
     // Once the signal arrives, tell every channel to close its sessions: WebSockets get a close
     // frame, held polls their last packet. Clients see a transport close and reconnect.
     if closing_rx.await.is_ok() {

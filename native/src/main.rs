@@ -9,8 +9,8 @@ use clap::Parser;
 use switchboard_core::api::API_SECRET_VAR;
 use switchboard_core::auth::JWT_SECRET_VAR;
 use switchboard_core::backend::WEBHOOK_SECRET_VAR;
-use switchboard_native::Options;
-use switchboard_native::settings::{self, Source};
+use switchboard_native::settings::{self, LimitArgs, Source};
+use switchboard_native::{Options, limits};
 use tracing_subscriber::EnvFilter;
 
 /// Realtime channels for Socket.IO clients.
@@ -29,6 +29,8 @@ struct Cli {
     /// Read `[env.<NAME>.vars]` instead of `[vars]` (wrangler environments).
     #[arg(long = "env", value_name = "NAME", env = "SWITCHBOARD_ENV")]
     environment: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 const DEFAULT_CONFIG: &str = "./wrangler.toml";
@@ -41,6 +43,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    // Connections are capped below the open-file limit; first make that limit as high as allowed.
+    match limits::raise_fd_limit() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
 
     let required = cli.config.is_some();
     let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
@@ -102,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("switchboard listening on http://{address}");
     let mut options = Options::new(Arc::new(config), Some(Arc::from(api_secret)));
     options.assets = assets;
+    options.limits = cli.limits.limits();
     switchboard_native::serve(listener, options, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

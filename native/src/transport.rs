@@ -53,6 +53,15 @@ pub async fn engine_endpoint(state: AppState, request: Request) -> Response {
         Err(response) => return to_axum(response),
     };
     let (key, policy, query) = (admission.key, admission.policy, admission.query);
+    // A handshake (no sid) opens a session: its address may be over its rate of new ones.
+    if query.sid.is_none()
+        && let Some(refusal) =
+            state
+                .limiter
+                .refuse_new_session(&request, &policy, origin.as_deref())
+    {
+        return refusal;
+    }
     // Only a connect hook is shown who the client is; other channels keep nothing of it.
     let client = policy
         .auth
