@@ -129,6 +129,8 @@ proptest! {
         let mut open: HashSet<ConnId> = HashSet::new();
         let mut answered: HashSet<ConnId> = HashSet::new();
         let mut requests: HashMap<u8, ConnId> = HashMap::new();
+        // Sessions announced open and not yet closed: what a host counting sessions holds.
+        let mut announced: HashSet<String> = HashSet::new();
 
         for input in inputs {
             match input {
@@ -207,6 +209,9 @@ proptest! {
                         }
                     }
                     let survivors: HashSet<ConnId> = snapshots.iter().map(|(conn, _)| *conn).collect();
+                    // Restored sessions are not announced again; the host keeps what it counted.
+                    let restored: HashSet<&str> = snapshots.iter().map(|(_, snapshot)| snapshot.sid.as_str()).collect();
+                    announced.retain(|sid| restored.contains(sid.as_str()));
                     // Polling sessions and probes do not survive a restart; their conns are gone.
                     open.retain(|conn| survivors.contains(conn));
                     channel = Channel::restore("p", policy(), Box::new(SequenceRandom::new(2)), snapshots, now);
@@ -256,12 +261,20 @@ proptest! {
                         prop_assert!(open.contains(&conn));
                         prop_assert!(channel.snapshot(conn).is_some());
                     }
+                    Output::SessionOpened { sid, .. } => {
+                        prop_assert!(announced.insert(sid.clone()), "session {sid} opened twice");
+                    }
+                    Output::SessionClosed { sid } => {
+                        prop_assert!(announced.remove(&sid), "session {sid} closed but not open");
+                    }
                     Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
                     Output::BackendCall(_) | Output::Warning { .. } => {
                         prop_assert!(false, "no backend is configured: {output:?}");
                     }
                 }
             }
+            // Every open session was announced, and every announced one is still open.
+            prop_assert_eq!(announced.len(), channel.session_count());
             // Sockets never outnumber what the sessions could hold (two namespaces each).
             prop_assert!(channel.socket_count("/") <= channel.session_count());
             prop_assert!(channel.socket_count("/admin") <= channel.session_count());

@@ -708,6 +708,9 @@ impl Shared {
                             }
                         }
                         Output::BackendCall(call) => live.calls_to_make.push(call),
+                        // Only the native server counts sessions per client address; an object
+                        // sees one channel, not the client's sessions across channels.
+                        Output::SessionOpened { .. } | Output::SessionClosed { .. } => {}
                         Output::Warning { message } => {
                             worker::console_warn!("switchboard: {message}");
                         }

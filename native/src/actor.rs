@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame as WebSocketFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::backend_client;
+use crate::limits::SessionSlot;
 use crate::outbox::{Outbound, OutboxSender};
 
 /// How long an empty channel's task lingers before it ends.
@@ -63,6 +64,9 @@ pub enum Command {
         origin: Option<String>,
         /// Who sent it, on channels whose connect hook wants to know.
         client: Option<Box<ClientInfo>>,
+        /// A handshake's count against its address: kept for the session it opens, if any.
+        /// Boxed: the command stays small, and few polling requests are handshakes.
+        slot: Option<Box<SessionSlot>>,
         /// `None` when the body was larger than the channel's `max_payload`.
         body: Option<Bytes>,
         reply: oneshot::Sender<HttpResponse>,
@@ -74,6 +78,8 @@ pub enum Command {
         conn: ConnId,
         sid: Option<String>,
         client: Option<Box<ClientInfo>>,
+        /// A new session's count against its address: kept for the session, if one opens.
+        slot: Option<SessionSlot>,
         outbound: OutboxSender,
     },
     WsText {
@@ -319,6 +325,8 @@ impl Registry {
             receiver,
             registry: registry.clone(),
             websockets: FastMap::default(),
+            handshakes: FastMap::default(),
+            sessions: FastMap::default(),
             waiting: HashMap::new(),
             acks: AckWaits::default(),
             emit_tokens: EmitTokens::default(),
@@ -356,6 +364,13 @@ struct ChannelActor {
     receiver: mpsc::Receiver<Command>,
     registry: Arc<Registry>,
     websockets: FastMap<ConnId, OutboxSender>,
+    /// The slots of handshakes handed to the channel since outputs were last drained, by request
+    /// or connection. Core announces the session a handshake opens (`Output::SessionOpened`)
+    /// during that very input, so once the outputs are drained the slots left here opened
+    /// nothing, and go.
+    handshakes: FastMap<ConnId, SessionSlot>,
+    /// The slots of open sessions, by sid, until `Output::SessionClosed`; dropped with the task.
+    sessions: FastMap<String, SessionSlot>,
     /// HTTP handlers waiting for their answer.
     waiting: HashMap<ConnId, oneshot::Sender<HttpResponse>>,
     /// API emits waiting for their acknowledgements.
@@ -432,11 +447,15 @@ impl ChannelActor {
                 sid,
                 origin,
                 client,
+                slot,
                 body,
                 reply,
             } => {
                 self.stats.requests += 1;
                 self.waiting.insert(request, reply);
+                if let Some(slot) = slot {
+                    self.handshakes.insert(request, *slot);
+                }
                 match body {
                     Some(body) => self.channel.handle_polling(
                         request,
@@ -463,9 +482,13 @@ impl ChannelActor {
                 conn,
                 sid,
                 client,
+                slot,
                 outbound,
             } => {
                 self.websockets.insert(conn, outbound);
+                if let Some(slot) = slot {
+                    self.handshakes.insert(conn, slot);
+                }
                 let client = client.map(|client| *client).unwrap_or_default();
                 self.channel
                     .handle_ws_open(conn, sid.as_deref(), client, now);
@@ -502,12 +525,22 @@ impl ChannelActor {
                 let _ = reply.send(self.channel.occupancy());
             }
             Command::Rebuild { reply } => {
+                // What the old channel already said is carried out first, as a Durable Object
+                // does before it hibernates (and the sessions it announced are counted).
+                self.drain_outputs();
                 let snapshots = self.channel.snapshots();
                 let count = snapshots.len();
                 // Polling sessions and probes cannot be rebuilt; their connections go, as on the
-                // edge.
+                // edge, and so do their sessions' slots. Restored sessions are not announced
+                // again: theirs are kept.
                 let keep: std::collections::HashSet<ConnId> =
                     snapshots.iter().map(|(conn, _)| *conn).collect();
+                let restored: std::collections::HashSet<&str> = snapshots
+                    .iter()
+                    .map(|(_, snapshot)| snapshot.sid.as_str())
+                    .collect();
+                self.sessions
+                    .retain(|sid, _| restored.contains(sid.as_str()));
                 self.websockets.retain(|conn, _| keep.contains(conn));
                 self.waiting.clear();
                 self.channel = Channel::restore(
@@ -557,6 +590,14 @@ impl ChannelActor {
                 }
                 // Native sessions live in memory; nothing to persist.
                 Output::SessionChanged { .. } => {}
+                Output::SessionOpened { sid, conn } => {
+                    if let Some(slot) = self.handshakes.remove(&conn) {
+                        self.sessions.insert(sid, slot);
+                    }
+                }
+                Output::SessionClosed { sid } => {
+                    self.sessions.remove(&sid);
+                }
                 ref answer @ (Output::AckReceived { .. } | Output::AckUnanswered { .. }) => {
                     if let Some((result, reply)) = self.acks.record(answer) {
                         let _ = reply.send(Ok(result));
@@ -580,6 +621,9 @@ impl ChannelActor {
                 }
             }
         }
+        // Every handshake handled so far has had its session announced: the rest opened none
+        // (refused, or a 1013 close).
+        self.handshakes.clear();
     }
 
     /// Queues a packet's WebSocket frames for `conn`. A connection that cannot keep up is dropped

@@ -19,7 +19,8 @@
 //!   embedded default, and the static folder of its `[assets]`; the command line's limits.
 //! - [`limits`]: what keeps clients from exhausting the server before core sees a request:
 //!   connection caps (the process's, derived from its open-file limit, and each address's), the
-//!   rate of new Engine.IO sessions per address, and the answers to those refused.
+//!   rate of new Engine.IO sessions per address and how many it may hold open, and the answers
+//!   to those refused.
 //! - `http_server`: the accept loop and hyper's HTTP/1.1 connections under the router, with the
 //!   head, idle and body timeouts (never on a held long-polling GET or a WebSocket).
 //!
@@ -69,7 +70,7 @@ pub struct Options {
     /// Tracks the WebSocket tasks, which the HTTP server no longer sees once upgraded; shutdown
     /// waits for them to deliver their close frames. Pass a clone to count them from outside.
     pub websockets: TaskTracker,
-    /// Timeouts, connection caps and session rates ([`Limits::default`] unless set).
+    /// Timeouts, connection caps, session rates and counts ([`Limits::default`] unless set).
     pub limits: Limits,
 }
 
@@ -93,7 +94,8 @@ pub struct AppState {
     pub api_secret: Option<Arc<str>>,
     pub assets: Option<Arc<PathBuf>>,
     pub websockets: TaskTracker,
-    /// Connection counts and session rates, shared with the accept loop.
+    /// Connection counts, session rates and counts, shared with the accept loop and the channels'
+    /// tasks (through the handshakes' session slots).
     pub limiter: Arc<Limiter>,
 }
 
@@ -135,7 +137,8 @@ pub async fn serve(
         served,
         open,
         per_ip = options.limits.max_connections_per_ip,
-        "connection caps (per_ip 0: no limit)"
+        sessions_per_ip = options.limits.max_sessions_per_ip,
+        "connection and session caps (per_ip 0: no limit)"
     );
     let app = app(&options, registry.clone(), limiter.clone());
     let (closing_tx, closing_rx) = tokio::sync::oneshot::channel::<()>();

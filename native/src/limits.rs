@@ -1,7 +1,8 @@
 //! What keeps clients, one or many, from exhausting the server before core sees a request: how long
 //! a request may take to arrive, how many connections the process and each address may hold, and
-//! how fast an address may open Engine.IO sessions. Protocol limits (payloads, queues, sockets per
-//! channel) are core's; these are the host's, about sockets and file descriptors.
+//! how fast an address may open Engine.IO sessions and how many it may hold open. Protocol limits
+//! (payloads, queues, sockets per channel) are core's; these are the host's, about sockets, file
+//! descriptors and memory.
 //!
 //! Connections are admitted by [`Limiter::admit`] as they are accepted. A connection over a cap is
 //! not dropped at once but answered: every request but `GET /healthz` gets a JSON error and
@@ -9,6 +10,12 @@
 //! health check still sees the server alive. Only beyond that (the descriptors kept for files and
 //! the app backend's calls, or an address with many refusals already in flight) is a connection
 //! closed without a word.
+//!
+//! Sessions are counted by [`SessionSlot`]s: a handshake takes one for its address
+//! ([`Limiter::admit_new_session`]) before it reaches its channel, and the channel's task keeps it
+//! for as long as the session the handshake opened lives (core's `Output::SessionOpened` and
+//! `Output::SessionClosed`). A slot counts until it is dropped, so a handshake that opens nothing,
+//! a session that ends, and a channel task that goes away all give theirs back.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,6 +45,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1000;
 pub const DEFAULT_SESSION_RATE_PER_IP: f64 = 20.0;
 /// New Engine.IO sessions one address may open at once, above the sustained rate.
 pub const DEFAULT_SESSION_BURST_PER_IP: u32 = 200;
+/// Engine.IO sessions one address may have open at once, across every channel.
+pub const DEFAULT_MAX_SESSIONS_PER_IP: usize = 1000;
 
 /// File descriptors the automatic connection cap leaves for everything else (the app backend's
 /// calls, static files, the log) and for refusals.
@@ -78,6 +87,9 @@ pub struct Limits {
     pub session_rate_per_ip: f64,
     /// New sessions one address may open at once before the rate applies.
     pub session_burst_per_ip: u32,
+    /// Engine.IO sessions one address may have open at once, across every channel (handshakes on
+    /// their way to their channel included); over it, handshakes get 429. 0: no limit.
+    pub max_sessions_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -91,6 +103,7 @@ impl Default for Limits {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             session_rate_per_ip: DEFAULT_SESSION_RATE_PER_IP,
             session_burst_per_ip: DEFAULT_SESSION_BURST_PER_IP,
+            max_sessions_per_ip: DEFAULT_MAX_SESSIONS_PER_IP,
         }
     }
 }
@@ -180,6 +193,8 @@ struct Address {
     connections: usize,
     /// Its connections being refused.
     refusals: u32,
+    /// Its Engine.IO sessions open, or handshakes on their way to open one ([`SessionSlot`]s).
+    sessions: usize,
     /// Session tokens left, as of `refilled`.
     tokens: f64,
     refilled: Instant,
@@ -344,33 +359,110 @@ impl Limiter {
         }
     }
 
-    /// The refusal of a handshake from an address over its session rate, if it is (the request
-    /// carries its peer in `ConnectInfo`; without one nothing is refused).
-    pub fn refuse_new_session(
-        &self,
+    /// Counts one more session for `ip`, unless it already has `max_sessions_per_ip`; `None` when
+    /// there is no such limit (nothing is counted then).
+    fn reserve_session(self: &Arc<Self>, ip: IpAddr) -> Result<Option<SessionSlot>, ()> {
+        let most = self.limits.max_sessions_per_ip;
+        if most == 0 {
+            return Ok(None);
+        }
+        let key = AddressKey::of(ip);
+        let mut table = self.table();
+        let address = table.entry(key, &self.limits, Instant::now());
+        if address.sessions >= most {
+            return Err(());
+        }
+        address.sessions += 1;
+        Ok(Some(SessionSlot {
+            limiter: self.clone(),
+            key,
+        }))
+    }
+
+    /// Sessions counted for `ip` now.
+    pub fn sessions_of(&self, ip: IpAddr) -> usize {
+        self.table()
+            .by_key
+            .get(&AddressKey::of(ip))
+            .map_or(0, |address| address.sessions)
+    }
+
+    fn release_session(&self, key: AddressKey) {
+        let mut table = self.table();
+        if let Some(address) = table.by_key.get_mut(&key) {
+            address.sessions = address.sessions.saturating_sub(1);
+        }
+        table.forget_if_unused(key, &self.limits, Instant::now());
+    }
+
+    /// Admits a handshake (a request without `sid`): the slot its session will count in, or the
+    /// refusal of an address that already holds `max_sessions_per_ip` sessions or opens them
+    /// faster than its rate. The request carries its peer in `ConnectInfo`; without one nothing is
+    /// refused or counted. A handshake refused for the count takes no rate token.
+    pub fn admit_new_session(
+        self: &Arc<Self>,
         request: &axum::extract::Request,
         policy: &ChannelPolicy,
         origin: Option<&str>,
-    ) -> Option<Response> {
-        let axum::extract::ConnectInfo(peer) = request
+    ) -> Result<Option<SessionSlot>, Box<Response>> {
+        let Some(axum::extract::ConnectInfo(peer)) = request
             .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?;
-        let wait = self.take_session(peer.ip()).err()?;
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        else {
+            return Ok(None);
+        };
         let limits = &self.limits;
-        let refusal = ApiError {
-            status: 429,
-            code: "too_many_sessions",
-            field: None,
-            message: format!(
-                "too many new sessions from this address (at most {} at once, then {} a second); \
-                 retry later",
-                limits.session_burst_per_ip, limits.session_rate_per_ip
-            ),
+        let cors = || core_http::cors_headers(policy, origin);
+        let Ok(slot) = self.reserve_session(peer.ip()) else {
+            let refusal = ApiError {
+                status: 429,
+                code: "too_many_sessions_open",
+                field: None,
+                message: format!(
+                    "too many open sessions from this address (at most {}); close some first",
+                    limits.max_sessions_per_ip
+                ),
+            }
+            .response()
+            .with_headers(cors());
+            return Err(Box::new(to_axum(refusal)));
+        };
+        if let Err(wait) = self.take_session(peer.ip()) {
+            let refusal = ApiError {
+                status: 429,
+                code: "too_many_sessions",
+                field: None,
+                message: format!(
+                    "too many new sessions from this address (at most {} at once, then {} a \
+                     second); retry later",
+                    limits.session_burst_per_ip, limits.session_rate_per_ip
+                ),
+            }
+            .response()
+            .with_header("retry-after", retry_after(wait))
+            .with_headers(cors());
+            return Err(Box::new(to_axum(refusal)));
         }
-        .response()
-        .with_header("retry-after", retry_after(wait))
-        .with_headers(core_http::cors_headers(policy, origin));
-        Some(to_axum(refusal))
+        Ok(slot)
+    }
+}
+
+/// Counts one Engine.IO session (or a handshake on its way to open one) against its address until
+/// dropped. See the module docs.
+pub struct SessionSlot {
+    limiter: Arc<Limiter>,
+    key: AddressKey,
+}
+
+impl std::fmt::Debug for SessionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SessionSlot").field(&self.key).finish()
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.limiter.release_session(self.key);
     }
 }
 
@@ -393,6 +485,7 @@ impl Addresses {
         self.by_key.entry(key).or_insert_with(|| Address {
             connections: 0,
             refusals: 0,
+            sessions: 0,
             tokens: f64::from(limits.session_burst_per_ip),
             refilled: now,
         })
@@ -409,9 +502,9 @@ impl Addresses {
     }
 }
 
-/// No connections, and a full bucket of session tokens: nothing to remember.
+/// No connections, no sessions, and a full bucket of session tokens: nothing to remember.
 fn is_unused(address: &Address, limits: &Limits, now: Instant) -> bool {
-    if address.connections != 0 || address.refusals != 0 {
+    if address.connections != 0 || address.refusals != 0 || address.sessions != 0 {
         return false;
     }
     let rate = limits.session_rate_per_ip;
@@ -658,6 +751,52 @@ mod tests {
             "{}",
             table.by_key.len()
         );
+    }
+
+    #[test]
+    fn sessions_count_per_address_until_their_slots_drop() {
+        let limiter = limiter(Limits {
+            max_sessions_per_ip: 3,
+            session_rate_per_ip: 10.0,
+            session_burst_per_ip: 5,
+            ..Limits::default()
+        });
+        let slots: Vec<_> = (0..3)
+            .map(|_| limiter.reserve_session(A).unwrap().unwrap())
+            .collect();
+        assert!(limiter.reserve_session(A).is_err(), "at the cap");
+        assert_eq!(limiter.sessions_of(A), 3);
+        let other = limiter.reserve_session(B).unwrap();
+        assert!(other.is_some(), "per address");
+        // A sweep of the table (once many addresses have full buckets again) keeps an address
+        // that holds sessions.
+        let start = Instant::now();
+        for n in 0..(FIRST_SWEEP as u32 * 2) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0c00_0000 + n));
+            limiter.take_session_at(ip, start).unwrap();
+        }
+        let later = start + Duration::from_secs(10);
+        for n in 0..(FIRST_SWEEP as u32 * 2) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0d00_0000 + n));
+            limiter.take_session_at(ip, later).unwrap();
+        }
+        assert!(limiter.table().by_key.len() < FIRST_SWEEP * 4, "swept");
+        assert_eq!(limiter.sessions_of(A), 3);
+        drop(slots);
+        assert_eq!(limiter.sessions_of(A), 0);
+        assert!(limiter.reserve_session(A).unwrap().is_some());
+        drop(other);
+        assert_eq!(limiter.sessions_of(B), 0);
+        assert!(
+            !limiter.table().by_key.contains_key(&AddressKey::of(B)),
+            "nothing left to remember of B"
+        );
+        // 0 turns the cap off, and nothing is counted.
+        let off = self::limiter(Limits {
+            max_sessions_per_ip: 0,
+            ..Limits::default()
+        });
+        assert!((0..10_000).all(|_| off.reserve_session(A).unwrap().is_none()));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Loading the configuration: `wrangler.toml` `[vars]` (or `[env.<name>.vars]`), overridden by
 //! environment variables of the same names, or the embedded default when there is no file; and the
 //! static folder its `[assets]` table declares, which the server serves as Cloudflare does. The
-//! host's own limits (timeouts, connection caps, session rates) are not channel policy: they come
-//! from the command line or `SWITCHBOARD_*` environment variables ([`LimitArgs`]).
+//! host's own limits (timeouts, connection caps, session rates and counts) are not channel policy:
+//! they come from the command line or `SWITCHBOARD_*` environment variables ([`LimitArgs`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,6 +63,12 @@ pub struct LimitArgs {
           default_value_t = limits::DEFAULT_SESSION_BURST_PER_IP,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub session_burst_per_ip: u32,
+    /// Engine.IO sessions one client address may have open at once, across every channel; over
+    /// it, its handshakes get 429 (too_many_sessions_open) until some of its sessions end. As for
+    /// --max-connections-per-ip, loopback and a reverse proxy count as one address. 0: no limit.
+    #[arg(long, value_name = "N", env = "SWITCHBOARD_MAX_SESSIONS_PER_IP",
+          default_value_t = limits::DEFAULT_MAX_SESSIONS_PER_IP)]
+    pub max_sessions_per_ip: usize,
 }
 
 impl LimitArgs {
@@ -78,6 +84,7 @@ impl LimitArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             session_rate_per_ip: self.session_rate_per_ip,
             session_burst_per_ip: self.session_burst_per_ip,
+            max_sessions_per_ip: self.max_sessions_per_ip,
         }
     }
 }
@@ -256,6 +263,8 @@ mod tests {
             "0",
             "--session-burst-per-ip",
             "10",
+            "--max-sessions-per-ip",
+            "0",
         ])
         .unwrap()
         .limits
@@ -271,6 +280,7 @@ mod tests {
                 max_connections_per_ip: 0,
                 session_rate_per_ip: 0.0,
                 session_burst_per_ip: 10,
+                max_sessions_per_ip: 0,
             }
         );
         for bad in [
@@ -280,6 +290,7 @@ mod tests {
             ["--max-connections", "0"],
             ["--session-rate-per-ip", "-2"],
             ["--session-burst-per-ip", "0"],
+            ["--max-sessions-per-ip", "-1"],
         ] {
             let args = ["switchboard", bad[0], bad[1]];
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?} accepted");

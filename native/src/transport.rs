@@ -33,6 +33,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::AppState;
 use crate::actor::{Command, Registry, next_conn_id};
+use crate::limits::SessionSlot;
 use crate::outbox::{Outbound, OutboxReceiver, outbox};
 use crate::websocket_io::WebSocketIo;
 
@@ -53,22 +54,32 @@ pub async fn engine_endpoint(state: AppState, request: Request) -> Response {
         Err(response) => return to_axum(response),
     };
     let (key, policy, query) = (admission.key, admission.policy, admission.query);
-    // A handshake (no sid) opens a session: its address may be over its rate of new ones.
-    if query.sid.is_none()
-        && let Some(refusal) =
-            state
-                .limiter
-                .refuse_new_session(&request, &policy, origin.as_deref())
-    {
-        return refusal;
-    }
+    // A handshake (no sid) opens a session: its address may hold too many already, or open them
+    // too fast. Its slot counts the session it opens for as long as that lives.
+    let slot = match query.sid {
+        Some(_) => None,
+        None => match state
+            .limiter
+            .admit_new_session(&request, &policy, origin.as_deref())
+        {
+            Ok(slot) => slot,
+            Err(refusal) => return *refusal,
+        },
+    };
     // Only a connect hook is shown who the client is; other channels keep nothing of it.
     let client = policy
         .auth
         .asks_backend()
         .then(|| Box::new(client_info(&request)));
     match query.transport {
-        TransportKind::WebSocket => websocket(request, state, key, policy, query.sid, client),
+        TransportKind::WebSocket => {
+            let opening = Box::new(Opening {
+                sid: query.sid,
+                client,
+                slot,
+            });
+            websocket(request, state, key, policy, opening)
+        }
         TransportKind::Polling => {
             let limit = usize::try_from(policy.max_payload).unwrap_or(usize::MAX);
             // Over the limit (or the client went away mid-body): `None`, and core answers 413 and
@@ -79,6 +90,7 @@ pub async fn engine_endpoint(state: AppState, request: Request) -> Response {
                 sid: query.sid,
                 origin,
                 client,
+                slot: slot.map(Box::new),
             };
             polling(state, key, policy, head, body).await
         }
@@ -104,6 +116,18 @@ struct PollingHead {
     sid: Option<String>,
     origin: Option<String>,
     client: Option<Box<ClientInfo>>,
+    /// A handshake's count against its address (see [`crate::limits::SessionSlot`]).
+    slot: Option<Box<SessionSlot>>,
+}
+
+/// What a WebSocket handshake says besides its socket. Boxed on its way to the connection's task,
+/// whose future keeps its arguments' space for the connection's whole life.
+struct Opening {
+    /// `None` for a new session; a sid for the upgrade of a polling one.
+    sid: Option<String>,
+    client: Option<Box<ClientInfo>>,
+    /// A new session's count against its address (see [`crate::limits::SessionSlot`]).
+    slot: Option<SessionSlot>,
 }
 
 async fn polling(
@@ -121,6 +145,7 @@ async fn polling(
         sid: head.sid,
         origin: head.origin,
         client: head.client,
+        slot: head.slot,
         body,
         reply,
     };
@@ -167,8 +192,7 @@ fn websocket(
     state: AppState,
     key: String,
     policy: Arc<ChannelPolicy>,
-    sid: Option<String>,
-    client: Option<Box<ClientInfo>>,
+    opening: Box<Opening>,
 ) -> Response {
     let accept = match handshake(&request) {
         Handshake::Accept(accept) => accept,
@@ -196,7 +220,7 @@ fn websocket(
             Some(websocket_config(&policy)),
         )
         .await;
-        run_websocket(&mut socket, &state.registry, &key, &policy, sid, client).await;
+        run_websocket(&mut socket, &state.registry, &key, &policy, opening).await;
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -286,15 +310,16 @@ async fn run_websocket(
     registry: &Arc<Registry>,
     key: &str,
     policy: &Arc<ChannelPolicy>,
-    sid: Option<String>,
-    client: Option<Box<ClientInfo>>,
+    opening: Box<Opening>,
 ) {
     let conn = next_conn_id();
     let (outbound, mut from_channel) = outbox();
+    let Opening { sid, client, slot } = *opening;
     let open = Command::WsOpen {
         conn,
         sid,
         client,
+        slot,
         outbound,
     };
     registry.send(key, policy, open).await;

@@ -1,8 +1,8 @@
 //! HTTP hygiene of the native server, in-process on 127.0.0.1: slow clients are cut off by the head,
 //! idle and body timeouts (but never a long-polling GET the channel holds, nor a WebSocket), the
 //! connection caps answer with 503 or 429 while `/healthz` and open connections keep working, and
-//! an address opening sessions too fast is told so. Small limits keep every test short; each is
-//! bounded by a timeout of its own.
+//! an address opening sessions too fast, or holding too many, is told so. Small limits keep every
+//! test short; each is bounded by a timeout of its own.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +37,7 @@ fn test_limits() -> Limits {
         max_connections_per_ip: 0,
         session_rate_per_ip: 0.0,
         session_burst_per_ip: 1,
+        max_sessions_per_ip: 0,
     }
 }
 
@@ -45,13 +46,18 @@ async fn start(limits: Limits) -> Server {
 }
 
 async fn start_with(limits: Limits, assets: Option<std::path::PathBuf>) -> Server {
+    start_configured(limits, Config::embedded_default(), assets).await
+}
+
+async fn start_configured(
+    limits: Limits,
+    config: Config,
+    assets: Option<std::path::PathBuf>,
+) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let mut options = Options::new(
-        Arc::new(Config::embedded_default()),
-        Some(Arc::from(SECRET)),
-    );
+    let mut options = Options::new(Arc::new(config), Some(Arc::from(SECRET)));
     options.limits = limits;
     options.assets = assets;
     tokio::spawn(switchboard_native::serve(listener, options, async {
@@ -493,6 +499,224 @@ async fn an_address_opening_sessions_too_fast_gets_429() {
             request_once(server.address, &get("/healthz")).await.status,
             200
         );
+    })
+    .await;
+}
+
+/// The status of a polling handshake on `path`.
+async fn handshake_status(address: SocketAddr, path: &str) -> Reply {
+    request_once(address, &get(&format!("{path}?EIO=4&transport=polling"))).await
+}
+
+/// Retries a polling handshake on `path` until it is answered 200 (it may be refused 429 meanwhile:
+/// a session's end reaches the count just after its client hears of it); returns the sid.
+async fn handshake_once_room(address: SocketAddr, path: &str, why: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let reply = handshake_status(address, path).await;
+        if reply.status == 200 {
+            let open: serde_json::Value = serde_json::from_str(&reply.body[1..]).unwrap();
+            return open["sid"].as_str().unwrap().to_string();
+        }
+        assert_eq!(reply.status, 429, "{reply:?}");
+        assert!(Instant::now() < deadline, "{why}: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that a polling and a WebSocket handshake on `path` are refused for the session cap.
+async fn assert_session_cap(address: SocketAddr, path: &str, cap: usize) {
+    let refused = handshake_status(address, path).await;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(refused.header("content-type"), Some("application/json"));
+    let body = refused.json();
+    assert_eq!(body["error"], "too_many_sessions_open", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("at most {cap}")),
+        "{body}"
+    );
+    let url = format!("ws://{address}{path}?EIO=4&transport=websocket");
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429);
+        }
+        other => panic!("expected a 429 to the WebSocket handshake, got {other:?}"),
+    }
+}
+
+fn close_session(path: &str, sid: &str) -> String {
+    post(&format!("{path}?EIO=4&transport=polling&sid={sid}"), "1")
+}
+
+#[tokio::test]
+async fn an_address_holding_its_most_sessions_gets_429_until_one_ends() {
+    bounded(15, async {
+        let server = start(Limits {
+            max_sessions_per_ip: 5,
+            ..test_limits()
+        })
+        .await;
+        // Five polling sessions that stay open, on two channels: the count is the address's.
+        let mut sids = Vec::new();
+        for path in ["/socket.io/"; 3]
+            .into_iter()
+            .chain(["/socket.io/chats/1/"; 2])
+        {
+            sids.push((path, polling_handshake(server.address, path).await));
+        }
+
+        // The sixth handshake, polling or WebSocket, on any channel, is refused.
+        assert_session_cap(server.address, "/socket.io/chats/2/", 5).await;
+        assert_session_cap(server.address, "/socket.io/", 5).await;
+        // Health checks, and the requests of sessions already open, are not handshakes.
+        assert_eq!(
+            request_once(server.address, &get("/healthz")).await.status,
+            200
+        );
+        let (path, sid) = &sids[1];
+        let connect = request_once(
+            server.address,
+            &post(&format!("{path}?EIO=4&transport=polling&sid={sid}"), "40"),
+        )
+        .await;
+        assert_eq!((connect.status, connect.body.as_str()), (200, "ok"));
+
+        // A session its client closes makes room for one more.
+        let (path, sid) = &sids[0];
+        let closed = request_once(server.address, &close_session(path, sid)).await;
+        assert_eq!((closed.status, closed.body.as_str()), (200, "ok"));
+        handshake_once_room(
+            server.address,
+            "/socket.io/chats/2/",
+            "a closed session still counts",
+        )
+        .await;
+        assert_session_cap(server.address, "/socket.io/", 5).await;
+
+        // WebSocket sessions count too, until their socket closes.
+        let (path, sid) = &sids[1];
+        let closed = request_once(server.address, &close_session(path, sid)).await;
+        assert_eq!(closed.status, 200, "{closed:?}");
+        let socket = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                let url = format!(
+                    "ws://{}/socket.io/chats/3/?EIO=4&transport=websocket",
+                    server.address
+                );
+                match tokio_tungstenite::connect_async(url).await {
+                    Ok((mut socket, _)) => {
+                        let open = socket.next().await.unwrap().unwrap();
+                        assert!(open.to_text().unwrap().starts_with("0{"));
+                        break socket;
+                    }
+                    Err(tokio_tungstenite::tungstenite::Error::Http(response))
+                        if response.status() == 429 =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a closed session still counts");
+        assert_session_cap(server.address, "/socket.io/", 5).await;
+        drop(socket);
+        handshake_once_room(
+            server.address,
+            "/socket.io/",
+            "a closed WebSocket still counts",
+        )
+        .await;
+        assert_session_cap(server.address, "/socket.io/", 5).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn handshakes_that_open_nothing_and_sessions_lost_to_a_rebuild_stop_counting() {
+    bounded(15, async {
+        // The default channel holds one session waiting for its CONNECT at most: further
+        // WebSocket handshakes there are accepted, then closed with 1013, having opened nothing.
+        let config = Config::from_json(
+            r#"{
+                "DEBUG_ENDPOINTS": true,
+                "CHANNELS": {
+                    "/": { "relay": "all", "max_pending_sessions": 1 },
+                    "chats/:id": { "relay": "all" }
+                }
+            }"#,
+        )
+        .unwrap();
+        let server = start_configured(
+            Limits {
+                max_sessions_per_ip: 3,
+                ..test_limits()
+            },
+            config,
+            None,
+        )
+        .await;
+        let url = format!(
+            "ws://{}/socket.io/?EIO=4&transport=websocket",
+            server.address
+        );
+        let (mut waiting, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let open = waiting.next().await.unwrap().unwrap();
+        assert!(open.to_text().unwrap().starts_with("0{"));
+        for _ in 0..4 {
+            let (mut refused, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .unwrap();
+            match refused.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1013),
+                other => panic!("expected a 1013 close, got {other:?}"),
+            }
+        }
+        // Only the waiting WebSocket counts: two more sessions fit, a third does not.
+        let why = "a handshake that opened nothing still counts";
+        handshake_once_room(server.address, "/socket.io/chats/1/", why).await;
+        handshake_once_room(server.address, "/socket.io/chats/1/", why).await;
+        assert_session_cap(server.address, "/socket.io/chats/2/", 3).await;
+
+        // A rebuild loses the polling sessions (their slots go) and keeps the WebSocket one (its
+        // slot stays).
+        for (channel, kept) in [("chats/1", 0), ("", 1)] {
+            let rebuilt = request_once(
+                server.address,
+                &post(&format!("/__debug/rebuild/{channel}"), ""),
+            )
+            .await;
+            assert_eq!(rebuilt.status, 200, "{rebuilt:?}");
+            assert_eq!(rebuilt.json()["rebuilt_sessions"], kept, "{rebuilt:?}");
+        }
+        handshake_once_room(
+            server.address,
+            "/socket.io/chats/2/",
+            "rebuilt away, still counts",
+        )
+        .await;
+        handshake_once_room(
+            server.address,
+            "/socket.io/chats/2/",
+            "rebuilt away, still counts",
+        )
+        .await;
+        assert_session_cap(server.address, "/socket.io/chats/2/", 3).await;
+
+        // The restored session still counts until it ends.
+        drop(waiting);
+        handshake_once_room(
+            server.address,
+            "/socket.io/chats/3/",
+            "a restored session leaked",
+        )
+        .await;
     })
     .await;
 }

@@ -126,6 +126,17 @@ pub enum Output {
     },
     /// The snapshot of the session on this WebSocket changed; a host that can hibernate stores it.
     SessionChanged { conn: ConnId },
+    /// The engine opened session `sid` for the handshake made by `conn` (a polling request or a
+    /// WebSocket). A host that bounds the sessions one client may hold counts it against whoever
+    /// sent that handshake until [`Output::SessionClosed`] names the same sid. A handshake that is
+    /// refused opens nothing and produces none. Sessions rebuilt by [`Channel::restore`] are not
+    /// announced again: the host keeps what it counted for them before.
+    SessionOpened { sid: String, conn: ConnId },
+    /// The engine ended session `sid`, whatever the reason (the client, a timeout, a protocol
+    /// error, a full queue, [`Channel::close_all`]); a restored session too. Each session ends
+    /// once. Only a channel that is dropped, or replaced by [`Channel::restore`], loses sessions
+    /// without this: its host forgets those that are not in the snapshots it restored from.
+    SessionClosed { sid: String },
     /// Socket `socket` answered a server emit that asked for an acknowledgement (see
     /// [`ServerEmit::ack`]).
     AckReceived {

@@ -334,6 +334,8 @@ impl Engine {
                 self.end_held_poll(held_get, reason);
             }
         }
+        self.outputs
+            .push_back(Output::SessionClosed { sid: session.sid });
         self.events.push_back(EngineEvent::Closed(key, reason));
     }
 
@@ -404,14 +406,19 @@ impl Engine {
         key
     }
 
-    /// Opens a new session on `transport`, announces it, and returns its key and sid.
-    fn open_session(&mut self, transport: Transport, now: u64) -> SessionKey {
+    /// Opens a new session on `transport` for the handshake made by `conn`, announces it (to the
+    /// layer above and to the host), and returns its key.
+    fn open_session(&mut self, transport: Transport, conn: ConnId, now: u64) -> SessionKey {
         let sid = loop {
             let id = random_id(&mut *self.random);
             if !self.by_sid.contains_key(&id) && !self.closing_polls.contains_key(&id) {
                 break id;
             }
         };
+        self.outputs.push_back(Output::SessionOpened {
+            sid: sid.clone(),
+            conn,
+        });
         let key = self.insert(EngineSession::new(sid, transport, now));
         self.start_heartbeat(key, now);
         self.events.push_back(EngineEvent::Opened(key));

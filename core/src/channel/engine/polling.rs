@@ -147,7 +147,7 @@ impl Engine {
         cors: Vec<(&'static str, String)>,
         now: u64,
     ) {
-        let key = self.open_session(Transport::Polling { held_get: None }, now);
+        let key = self.open_session(Transport::Polling { held_get: None }, request, now);
         let Some(sid) = self.sid(key) else {
             return;
         };

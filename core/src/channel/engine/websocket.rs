@@ -39,7 +39,7 @@ impl Engine {
     /// probe of an upgrade from polling.
     pub fn handle_ws_open(&mut self, conn: ConnId, sid: Option<&str>, now: u64) {
         let Some(sid) = sid else {
-            let key = self.open_session(Transport::WebSocket { conn }, now);
+            let key = self.open_session(Transport::WebSocket { conn }, conn, now);
             self.websockets.insert(conn, key);
             let Some(sid) = self.sid(key) else {
                 return;

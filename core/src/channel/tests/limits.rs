@@ -343,3 +343,100 @@ fn a_token_that_lives_longer_than_the_channel_allows_is_refused() {
     h.text(2, &format!(r#"40{{"token":"{huge}"}}"#));
     assert!(texts(&h.outputs(), 2)[0].starts_with("44"));
 }
+
+/// What the host heard of sessions opening and closing, in order.
+fn session_outputs(outputs: &[Output]) -> Vec<Output> {
+    outputs
+        .iter()
+        .filter(|output| {
+            matches!(
+                output,
+                Output::SessionOpened { .. } | Output::SessionClosed { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+fn opened(sid: &str, conn: ConnId) -> Output {
+    Output::SessionOpened {
+        sid: sid.to_string(),
+        conn,
+    }
+}
+
+fn ended(sid: &str) -> Output {
+    Output::SessionClosed {
+        sid: sid.to_string(),
+    }
+}
+
+#[test]
+fn the_host_hears_each_session_open_and_close_once() {
+    let mut h = Harness::relay(RelayMode::All);
+    // A polling session: opened by its handshake request, closed by its client.
+    h.channel.handle_polling(
+        10,
+        Method::Get,
+        None,
+        None,
+        ClientInfo::default(),
+        Bytes::new(),
+        h.now,
+    );
+    let out = h.outputs();
+    let text = body(&response_to(&out, 10).unwrap());
+    let handshake: Value = serde_json::from_str(&text[1..]).unwrap();
+    let polling = handshake["sid"].as_str().unwrap().to_string();
+    assert_eq!(session_outputs(&out), vec![opened(&polling, 10)]);
+    h.post(11, &polling, "1");
+    assert_eq!(session_outputs(&h.outputs()), vec![ended(&polling)]);
+    // A WebSocket session: opened by its connection, closed when the connection goes.
+    h.channel
+        .handle_ws_open(20, None, ClientInfo::default(), h.now);
+    let out = h.outputs();
+    let handshake: Value = serde_json::from_str(&texts(&out, 20)[0][1..]).unwrap();
+    let websocket = handshake["sid"].as_str().unwrap().to_string();
+    assert_eq!(session_outputs(&out), vec![opened(&websocket, 20)]);
+    h.channel.handle_ws_closed(20, h.now);
+    assert_eq!(session_outputs(&h.outputs()), vec![ended(&websocket)]);
+    // Nothing more, whatever happens next: no session is closed twice.
+    h.advance(10_000);
+    h.channel.close_all();
+    assert!(session_outputs(&h.outputs()).is_empty());
+    assert_eq!(h.channel.session_count(), 0);
+}
+
+#[test]
+fn a_refused_handshake_opens_nothing_and_shutdown_and_timeouts_close_what_is_open() {
+    let mut h = Harness::relay_with(RelayMode::All, |policy| policy.max_pending_sessions = 2);
+    let first = h.open_polling(10);
+    let second = h.open_ws(20);
+    // Over max_pending_sessions: refused (503 for polling, 1013 for a WebSocket), nothing opened.
+    h.channel.handle_polling(
+        30,
+        Method::Get,
+        None,
+        None,
+        ClientInfo::default(),
+        Bytes::new(),
+        h.now,
+    );
+    h.channel
+        .handle_ws_open(31, None, ClientInfo::default(), h.now);
+    let out = h.outputs();
+    assert_eq!(response_to(&out, 30).unwrap().status, 503);
+    assert_eq!(closed(&out, 31), Some(1013));
+    assert!(session_outputs(&out).is_empty(), "{out:?}");
+    // A session that never joins a namespace times out: its close is announced.
+    h.advance(1_000);
+    let mut gone = session_outputs(&h.outputs());
+    gone.sort_by_key(|output| format!("{output:?}"));
+    let mut both = vec![ended(&first), ended(&second)];
+    both.sort_by_key(|output| format!("{output:?}"));
+    assert_eq!(gone, both);
+    // Shutdown closes the rest, each announced once.
+    let third = h.open_ws(40);
+    h.channel.close_all();
+    assert_eq!(session_outputs(&h.outputs()), vec![ended(&third)]);
+}
