@@ -109,14 +109,21 @@ pub async fn static_file(state: &AppState, request: Request) -> Response {
 const ACK_GRACE: Duration = Duration::from_secs(2);
 
 async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiError> {
+    let too_large = || ApiError {
+        status: 413,
+        code: "payload_too_large",
+        field: None,
+        message: format!("the body is larger than {} bytes", api::MAX_BODY_BYTES),
+    };
+    // Refused on its Content-Length alone, without waiting for a body that may never come.
+    if crate::transport::declared_length(&request)
+        .is_some_and(|length| length > api::MAX_BODY_BYTES as u64)
+    {
+        return Err(too_large());
+    }
     let body = to_bytes(request.into_body(), api::MAX_BODY_BYTES)
         .await
-        .map_err(|_| ApiError {
-            status: 413,
-            code: "payload_too_large",
-            field: None,
-            message: format!("the body is larger than {} bytes", api::MAX_BODY_BYTES),
-        })?;
+        .map_err(|_| too_large())?;
     let emits = api::parse_emit(&body, &state.config)?;
     let mut results = Vec::with_capacity(emits.len());
     for emit in emits {

@@ -83,8 +83,13 @@ pub async fn engine_endpoint(state: AppState, request: Request) -> Response {
         TransportKind::Polling => {
             let limit = usize::try_from(policy.max_payload).unwrap_or(usize::MAX);
             // Over the limit (or the client went away mid-body): `None`, and core answers 413 and
-            // ends the session; nothing oversized is ever buffered.
-            let body = to_bytes(request.into_body(), limit).await.ok();
+            // ends the session; nothing oversized is ever buffered. A Content-Length over the
+            // limit is refused at once, without waiting for a body that may never come.
+            let body = if declared_length(&request).is_some_and(|length| length > limit as u64) {
+                None
+            } else {
+                to_bytes(request.into_body(), limit).await.ok()
+            };
             let head = PollingHead {
                 method,
                 sid: query.sid,
@@ -95,6 +100,17 @@ pub async fn engine_endpoint(state: AppState, request: Request) -> Response {
             polling(state, key, policy, head, body).await
         }
     }
+}
+
+/// The body length a request's `Content-Length` announces, if it has a valid one.
+pub fn declared_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The forwarded headers of a request and its client's address (the TCP peer).

@@ -279,11 +279,21 @@ async fn slowloris_connections_are_closed_by_the_head_timeout() {
 async fn a_body_that_stalls_is_answered_408_and_closed() {
     bounded(15, async {
         let server = start(test_limits()).await;
-        // Ten bytes of a promised 10 MB, to the API.
-        let mut api = TcpStream::connect(server.address).await.unwrap();
+        // A promised 10 MB is over the API's limit: refused at once, on the header alone.
+        let mut oversized = TcpStream::connect(server.address).await.unwrap();
         let head = format!(
             "POST /emit HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {SECRET}\r\n\
              Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{{\"channel\""
+        );
+        oversized.write_all(head.as_bytes()).await.unwrap();
+        let reply = read_reply(&mut oversized).await.expect("an immediate 413");
+        assert_eq!(reply.status, 413, "{reply:?}");
+        assert_eq!(reply.json()["error"], "payload_too_large");
+        // Ten bytes of a promised ten thousand, to the API.
+        let mut api = TcpStream::connect(server.address).await.unwrap();
+        let head = format!(
+            "POST /emit HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {SECRET}\r\n\
+             Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n{{\"channel\""
         );
         api.write_all(head.as_bytes()).await.unwrap();
         // Ten bytes of a promised thousand, to a polling session.

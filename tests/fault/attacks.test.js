@@ -204,6 +204,29 @@ describe("fault suite", () => {
     await assertServes(t);
   });
 
+  test("a body promised larger than max_payload is refused at once, not waited for", { skip: TARGET !== "native" }, async (t) => {
+    const channel = `fault/${uniqueId()}`;
+    const { path, sid } = await pollingSocket(channel);
+    const url = new URL(BASE_URL);
+    const started = Date.now();
+    const reply = await new Promise((resolve, reject) => {
+      const socket = net.connect(Number(url.port), url.hostname, () => {
+        socket.write(`POST ${path}?EIO=4&transport=polling&sid=${sid} HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n4hello wor`);
+      });
+      let text = "";
+      socket.on("data", (chunk) => {
+        text += chunk;
+        if (text.includes("\r\n\r\n")) resolve(text);
+      });
+      socket.on("error", reject);
+      t.after(() => socket.destroy());
+    });
+    assert.match(reply, /^HTTP\/1\.1 413/);
+    assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
+    assert.equal((await poll(path, sid)).status, 400, "and the session ends");
+    await assertServes(t);
+  });
+
   test("a burst of handshakes from one address is cut at the per-address rate", { skip: TARGET !== "native", timeout: 30_000 }, async (t) => {
     const channel = `fault/${uniqueId()}`;
     const statuses = new Map();
