@@ -118,8 +118,9 @@ const attacks = {
     const body = Array(125_000).fill('42["a"]').join("\x1e");
     const post = await fetchText(polling(channel, sid), { method: "POST", body });
     await sleep(3000);
+    const closedByServer = closed;
     for (const socket of healthy) socket.close();
-    return { post: post.status, healthy_clients: 20, healthy_closed: closed, flood_events_per_client: flood / 20 };
+    return { post: post.status, healthy_clients: 20, healthy_closed: closedByServer, flood_events_per_client: flood / 20 };
   },
 
   // Polling sessions that CONNECT and then only pong, opened as fast as one client can.
