@@ -296,49 +296,6 @@ impl Arg {
     }
 }
 
-/// Whether `stored` differs from `current` only in ways core is known to leave without a
-/// `SessionChanged` (fuzz/README.md, "Findings"): acknowledgements that timed out are still
-/// listed; handler calls of a socket that already left its namespace are still listed after they
-/// were answered or timed out; a socket the server disconnected (token expired, rate limit
-/// flood) is still listed.
-fn known_stale(stored: &SessionSnapshot, current: &SessionSnapshot, now: u64) -> bool {
-    let mut stored = stored.clone();
-    stored.sockets.retain(|socket| {
-        current
-            .sockets
-            .iter()
-            .any(|kept| kept.namespace == socket.namespace && kept.id == socket.id)
-    });
-    for socket in &mut stored.sockets {
-        socket
-            .pending_acks
-            .retain(|(_, _, deadline)| *deadline > now);
-    }
-    let departed = |call: &switchboard_core::channel::CallSnapshot| {
-        matches!(
-            call.kind,
-            switchboard_core::channel::CallSnapshotKind::Event { .. }
-        ) && !current
-            .sockets
-            .iter()
-            .any(|socket| socket.namespace == call.namespace && socket.id == call.socket)
-    };
-    stored
-        .calls
-        .retain(|call| !departed(call) || current.calls.contains(call));
-    &stored == current
-}
-
-/// `SWITCHBOARD_FUZZ_STRICT_SNAPSHOTS=1`: also report the known stale snapshot after an ack
-/// timeout.
-fn strict_snapshots() -> bool {
-    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *STRICT.get_or_init(|| {
-        std::env::var_os("SWITCHBOARD_FUZZ_STRICT_SNAPSHOTS")
-            .is_some_and(|v| !v.is_empty() && v != "0")
-    })
-}
-
 /// `SWITCHBOARD_FUZZ_DEBUG=1`: print the scenario, each step and each output.
 fn debug() -> bool {
     static DEBUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -1087,14 +1044,6 @@ impl Host {
             };
             let stored = self.stored.get(&conn).cloned().flatten();
             if stored.as_ref() == Some(&current) {
-                continue;
-            }
-            if !strict_snapshots()
-                && let Some(stored) = &stored
-                && known_stale(stored, &current, self.now)
-            {
-                // As if the SessionChanged had come.
-                self.stored.insert(conn, Some(current));
                 continue;
             }
             assert_eq!(

@@ -483,8 +483,10 @@ impl SocketLayer {
                         ack_id,
                         internal_error(&error),
                     );
-                    engine.session_changed(key);
                 }
+                // The call leaves the session's snapshot, whether or not its sender is still
+                // there.
+                engine.session_changed(key);
             }
             CallKind::Connect { key, namespace, .. } => {
                 engine.push_output(Output::Warning {
@@ -563,8 +565,9 @@ impl SocketLayer {
                         ack_id,
                         internal_error(&error),
                     );
-                    engine.session_changed(key);
                 }
+                // The call leaves the session's snapshot either way.
+                engine.session_changed(key);
                 return;
             }
         };
@@ -606,6 +609,8 @@ impl SocketLayer {
             }
         }
         if !sender_here {
+            // The call leaves the session's snapshot.
+            engine.session_changed(key);
             return;
         }
         if let Some(id) = ack_id {

@@ -257,11 +257,13 @@ impl SocketLayer {
                 .sockets
                 .values()
                 .any(|socket| socket.expires_at.is_some_and(|at| at <= now));
+            let mut acks_timed_out = false;
             for socket in session.sockets.values_mut() {
                 let id = &socket.id;
                 socket.pending_acks.retain(|_, ack| {
                     let keep = ack.deadline > now;
                     if !keep {
+                        acks_timed_out = true;
                         engine.push_output(Output::AckUnanswered {
                             token: ack.token,
                             socket: id.clone(),
@@ -270,6 +272,10 @@ impl SocketLayer {
                     }
                     keep
                 });
+            }
+            if acks_timed_out {
+                // The acks left the session's snapshot.
+                engine.session_changed(key);
             }
             if expired {
                 self.expire_tokens(engine, key, now);
@@ -560,6 +566,7 @@ impl SocketLayer {
             self.forget_socket(engine, key, namespace, socket, reason, now);
             self.schedule(key);
         }
+        engine.session_changed(key);
     }
 
     fn forget_socket(
