@@ -245,7 +245,11 @@ impl Engine {
                 frames: frames.clone(),
             }),
             Transport::Polling { .. } | Transport::Upgrading { .. } => {
-                if session.poll_queue.push(frames).is_err() {
+                if session
+                    .poll_queue
+                    .push(frames, session::body_len(frames))
+                    .is_err()
+                {
                     self.close(key, CloseReason::TooSlow);
                     return;
                 }
@@ -265,6 +269,8 @@ impl Engine {
         let mut conns = Vec::new();
         let mut polling = Vec::new();
         let mut too_slow = Vec::new();
+        // What the message takes in a polling body, once for every polling recipient.
+        let mut polling_len = None;
         let mut reached = 0;
         for key in recipients {
             let Some(session) = self.sessions.get_mut(&key) else {
@@ -274,7 +280,8 @@ impl Engine {
             match session.transport {
                 Transport::WebSocket { conn } => conns.push(conn),
                 Transport::Polling { .. } | Transport::Upgrading { .. } => {
-                    match session.poll_queue.push(frames) {
+                    let bytes = *polling_len.get_or_insert_with(|| session::body_len(frames));
+                    match session.poll_queue.push(frames, bytes) {
                         Ok(()) => polling.push(key),
                         Err(_) => too_slow.push(key),
                     }

@@ -123,10 +123,10 @@ impl PollQueue {
         self.messages.is_empty()
     }
 
-    /// Queues one message (a packet and its binary attachments). The first message of an empty
-    /// queue is always taken, whatever its size: `max_payload` bounds it already.
-    pub fn push(&mut self, frames: &Frames) -> Result<(), QueueFull> {
-        let bytes = body_len(frames);
+    /// Queues one message (a packet and its binary attachments) that takes `bytes` in a polling
+    /// body ([`body_len`], computed once per broadcast, not per recipient). The first message of
+    /// an empty queue is always taken, whatever its size: `max_payload` bounds it already.
+    pub fn push(&mut self, frames: &Frames, bytes: usize) -> Result<(), QueueFull> {
         if !self.messages.is_empty()
             && (self.packets + frames.len() > MAX_QUEUED_PACKETS
                 || self.bytes + bytes > MAX_QUEUED_BYTES)
@@ -176,7 +176,7 @@ impl PollQueue {
 }
 
 /// The bytes a message takes in a polling body, separators included.
-fn body_len(frames: &Frames) -> usize {
+pub(crate) fn body_len(frames: &Frames) -> usize {
     frames
         .iter()
         .map(|frame| engineio::record_len(frame) + 1)
