@@ -22,7 +22,7 @@ pub const CHANNELS_BINDING: &str = "CHANNEL_OBJECTS";
 const CLIENT_BUNDLE_GLOBAL: &str = "__switchboardClientBundle";
 
 #[event(fetch)]
-async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let config = match config(&env) {
         Ok(config) => config,
         Err(err) => {
@@ -35,7 +35,7 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
     let path = request.path();
     match core_http::route(&path) {
         Route::Channel(_) | Route::EngineEcho | Route::BadChannelName(_) => {
-            engine_request(request, &env, &config, &path).await
+            engine_request(request, &env, &ctx, &config, &path).await
         }
         Route::ClientFile(file) => {
             let if_none_match = request.headers().get("if-none-match")?;
@@ -54,6 +54,7 @@ async fn fetch(request: Request, env: Env, _ctx: Context) -> worker::Result<Resp
 async fn engine_request(
     request: Request,
     env: &Env,
+    ctx: &Context,
     config: &Config,
     path: &str,
 ) -> worker::Result<Response> {
@@ -73,7 +74,20 @@ async fn engine_request(
     };
     let namespace = env.durable_object(CHANNELS_BINDING)?;
     let stub = namespace.id_from_name(&admission.key)?.get_stub()?;
-    stub.fetch_with_request(request).await
+    if head.websocket_upgrade {
+        return stub.fetch_with_request(request).await;
+    }
+    // A polling request reaches the object even if its client gives up at once: the runtime
+    // cancels a Worker's pending subrequests when the client disconnects, unless they run under
+    // `waitUntil`. A GET the client aborted must still arrive and be held, so that the client's
+    // next GET is a second concurrent poll and ends the session, as engine.io does.
+    let (answer, answered) = futures_channel::oneshot::channel();
+    ctx.wait_until(async move {
+        let _ = answer.send(stub.fetch_with_request(request).await);
+    });
+    answered
+        .await
+        .unwrap_or_else(|_| Err(worker::Error::RustError("channel request dropped".into())))
 }
 
 /// A file of socket.io-client's bundle, which `edge/entry.mjs` imports at build time.
