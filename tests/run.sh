@@ -119,8 +119,8 @@ wait_for() { # url
 wait_for "http://127.0.0.1:$CONFORMANCE_PORT/socket.io/?EIO=4&transport=polling"
 wait_for "http://127.0.0.1:$DEFAULT_PORT/socket.io/?EIO=4&transport=polling"
 
-run_suite() { # target [server pid, for the fault suite's memory bounds]
-    (cd tests && SWITCHBOARD_SERVER_PID="${2:-}" SWITCHBOARD_TARGET="$1" SWITCHBOARD_API_SECRET="$API_SECRET" SWITCHBOARD_JWT_SECRET="$JWT_SECRET" SWITCHBOARD_WEBHOOK_SECRET="$WEBHOOK_SECRET" SWITCHBOARD_URL="http://127.0.0.1:$CONFORMANCE_PORT" \
+run_suite() { # target [server pid, for the fault suite's memory bounds] [server binary, natively]
+    (cd tests && SWITCHBOARD_BIN="${3:-}" SWITCHBOARD_SERVER_PID="${2:-}" SWITCHBOARD_TARGET="$1" SWITCHBOARD_API_SECRET="$API_SECRET" SWITCHBOARD_JWT_SECRET="$JWT_SECRET" SWITCHBOARD_WEBHOOK_SECRET="$WEBHOOK_SECRET" SWITCHBOARD_URL="http://127.0.0.1:$CONFORMANCE_PORT" \
         SWITCHBOARD_DEFAULT_URL="http://127.0.0.1:$DEFAULT_PORT" npm test) || {
         echo "conformance suite failed against $1; server logs are in $LOGS" >&2
         exit 1
@@ -129,7 +129,7 @@ run_suite() { # target [server pid, for the fault suite's memory bounds]
 
 step "conformance suite against native"
 # The conformance server was started first; setsid runs it as its own process.
-run_suite native "${PGIDS[0]}"
+run_suite native "${PGIDS[0]}" "$BIN"
 stop_servers
 
 if [ -n "${SKIP_EDGE:-}" ]; then

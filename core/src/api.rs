@@ -33,7 +33,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::behaviour::RESERVED_PREFIX;
-use crate::channel::{AckFailure, AckRequest, Channel, EmitError, Occupancy, Output, ServerEmit};
+use crate::channel::{
+    AckFailure, AckRequest, Channel, EmitError, HistoryError, HistoryEvent, Occupancy, Output,
+    ServerEmit,
+};
 use crate::config::{Config, validate_channel_name};
 use crate::http::{HttpResponse, Method, Route};
 use crate::socketio::RESERVED_EVENTS;
@@ -165,7 +168,7 @@ pub fn admit(
 ) -> Result<(), ApiError> {
     match (route, method) {
         (Route::Emit, Method::Post)
-        | (Route::ChannelInfo(_), Method::Get)
+        | (Route::ChannelInfo(_) | Route::ChannelHistory(_), Method::Get)
         | (Route::Debug { .. }, Method::Post) => {}
         (Route::Emit | Route::Debug { .. }, _) => return Err(ApiError::method_not_allowed("POST")),
         _ => return Err(ApiError::method_not_allowed("GET")),
@@ -228,6 +231,9 @@ pub struct ChannelEmitResult {
     pub delivered: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acks: Option<Vec<AckAnswer>>,
+    /// Where the event went in the channel's history (channels with connection-state recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<String>,
 }
 
 /// Gathers the acknowledgements of one emit from the channel's outputs, for a host to answer the
@@ -307,6 +313,7 @@ impl AckCollector {
         ChannelEmitResult {
             delivered: self.delivered,
             acks: Some(self.answers),
+            offset: None,
         }
     }
 }
@@ -543,6 +550,7 @@ pub fn start_emit(
         Ok(emitted) if emit.ack_timeout.is_none() => EmitProgress::Done(Ok(ChannelEmitResult {
             delivered: emitted.delivered,
             acks: None,
+            offset: emitted.offset,
         })),
         Ok(emitted) => {
             let collector = AckCollector::new(token, emitted.delivered, emitted.awaiting_ack);
@@ -626,6 +634,88 @@ pub fn display_channel(channel: &str) -> String {
         "/".to_string()
     } else {
         channel.to_string()
+    }
+}
+
+/// Events one history request returns unless it asks for fewer (`limit`), and at most.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+pub const MAX_HISTORY_LIMIT: usize = 1_000;
+
+/// A history request's query: `after=<offset>` (optional) and `limit=N`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// Reads `after` and `limit` from a query string (without `?`).
+pub fn parse_history_query(query: Option<&str>) -> Result<HistoryQuery, ApiError> {
+    let mut parsed = HistoryQuery {
+        after: None,
+        limit: DEFAULT_HISTORY_LIMIT,
+    };
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match key.as_ref() {
+            "after" if !value.is_empty() => parsed.after = Some(value.into_owned()),
+            "limit" => match value.parse::<usize>() {
+                Ok(limit) if (1..=MAX_HISTORY_LIMIT).contains(&limit) => parsed.limit = limit,
+                _ => {
+                    return Err(ApiError {
+                        status: 400,
+                        code: "invalid_limit",
+                        field: Some("limit".into()),
+                        message: format!("limit must be from 1 to {MAX_HISTORY_LIMIT}"),
+                    });
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok(parsed)
+}
+
+/// The `GET /channels/<channel>/history` answer, from what the channel keeps.
+pub fn history_response(
+    channel: &str,
+    history: Result<(Vec<HistoryEvent>, Option<String>), HistoryError>,
+) -> HttpResponse {
+    match history {
+        Ok((events, latest)) => {
+            let events: Vec<Value> = events
+                .into_iter()
+                .map(|event| {
+                    json!({
+                        "offset": event.offset,
+                        "namespace": event.namespace,
+                        "event": event.event,
+                        "rooms": event.rooms,
+                        "except": event.except,
+                        "emitted_at": event.emitted_at,
+                    })
+                })
+                .collect();
+            HttpResponse::json(
+                200,
+                &json!({
+                    "channel": display_channel(channel),
+                    "events": events,
+                    "latest": latest,
+                }),
+            )
+        }
+        Err(error) => {
+            let (status, code) = match &error {
+                HistoryError::Off => (404, "history_off"),
+                HistoryError::UnknownOffset(_) => (410, "offset_gone"),
+            };
+            ApiError {
+                status,
+                code,
+                field: matches!(error, HistoryError::UnknownOffset(_)).then(|| "after".into()),
+                message: error.to_string(),
+            }
+            .response()
+        }
     }
 }
 
@@ -838,7 +928,7 @@ mod tests {
     fn responses_have_the_documented_shape() {
         let delivered = |delivered| ChannelEmitResult {
             delivered,
-            acks: None,
+            ..ChannelEmitResult::default()
         };
         let response = emit_response(&[
             ("chats/1".into(), delivered(2)),

@@ -103,6 +103,100 @@ pub struct ChannelPolicy {
     /// heartbeat, which Engine.IO clients ignore. Off, the object reads pongs itself (what the
     /// protocol test suites expect). The native server always reads them itself.
     pub pong_auto_response: bool,
+    /// Connection-state recovery: a client that comes back within the window keeps its socket id
+    /// and rooms and gets the events it missed. Off unless configured.
+    pub recovery: Option<RecoveryPolicy>,
+}
+
+/// How a channel keeps what reconnecting clients need (`recovery` in a channel's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryPolicy {
+    /// How long a disconnected socket's state is kept (socket.io's `maxDisconnectionDuration`).
+    pub window_ms: u64,
+    /// Most events the channel's history holds; the oldest go first.
+    pub max_events: usize,
+    /// Most bytes (encoded packets and attachments) the channel's history holds.
+    pub max_bytes: usize,
+    /// A recovered socket skips the connect hook and is not asked for a token again, as long as
+    /// the token it connected with has not expired (socket.io's `skipMiddlewares`).
+    pub skip_middlewares: bool,
+}
+
+impl Default for RecoveryPolicy {
+    fn default() -> Self {
+        Self {
+            window_ms: DEFAULT_RECOVERY_WINDOW_MS,
+            max_events: DEFAULT_HISTORY_EVENTS,
+            max_bytes: DEFAULT_HISTORY_BYTES,
+            skip_middlewares: false,
+        }
+    }
+}
+
+/// socket.io's default `maxDisconnectionDuration`: two minutes.
+pub const DEFAULT_RECOVERY_WINDOW_MS: u64 = 2 * 60 * 1000;
+pub const DEFAULT_HISTORY_EVENTS: usize = 1_000;
+pub const DEFAULT_HISTORY_BYTES: usize = 1_000_000;
+/// Upper bounds of the history a channel may be configured to keep in memory.
+const MAX_HISTORY_EVENTS: u64 = 100_000;
+const MAX_HISTORY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A `recovery` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoverySpec {
+    window: Option<Value>,
+    history_events: Option<Value>,
+    history_bytes: Option<Value>,
+    skip_middlewares: Option<bool>,
+}
+
+fn resolve_recovery(
+    value: Option<&Value>,
+    key: &str,
+) -> Result<Option<RecoveryPolicy>, ConfigError> {
+    let spec: RecoverySpec = match value {
+        None | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => RecoverySpec::default(),
+        Some(table @ Value::Object(_)) => serde_json::from_value(table.clone())
+            .map_err(|err| ConfigError::new(key, err.to_string()))?,
+        Some(_) => {
+            return Err(ConfigError::new(
+                key,
+                "expected true, false, or a table (window, history_events, history_bytes, skip_middlewares)",
+            ));
+        }
+    };
+    let bounded = |value: Option<&Value>,
+                   name: &str,
+                   max: u64|
+     -> Result<Option<u64>, ConfigError> {
+        let field = format!("{key}.{name}");
+        let number = optional_whole_number(value, &field)?;
+        match number {
+            Some(0) => Err(ConfigError::new(field, "must be greater than zero")),
+            Some(n) if n > max => Err(ConfigError::new(field, format!("must be at most {max}"))),
+            _ => Ok(number),
+        }
+    };
+    let defaults = RecoveryPolicy::default();
+    Ok(Some(RecoveryPolicy {
+        window_ms: bounded(spec.window.as_ref(), "window", MAX_MILLIS)?
+            .unwrap_or(defaults.window_ms),
+        max_events: bounded(
+            spec.history_events.as_ref(),
+            "history_events",
+            MAX_HISTORY_EVENTS,
+        )?
+        .map_or(defaults.max_events, |n| n as usize),
+        max_bytes: bounded(
+            spec.history_bytes.as_ref(),
+            "history_bytes",
+            MAX_HISTORY_BYTES,
+        )?
+        .map_or(defaults.max_bytes, |n| n as usize),
+        skip_middlewares: spec.skip_middlewares.unwrap_or(false),
+    }))
 }
 
 impl Default for ChannelPolicy {
@@ -132,6 +226,7 @@ impl Default for ChannelPolicy {
             backend: None,
             webhooks: WebhookEvents::default(),
             webhook_client_events: Vec::new(),
+            recovery: None,
         }
     }
 }
@@ -491,6 +586,7 @@ struct ChannelSpec {
     backend_url: Option<String>,
     webhooks: Option<Value>,
     webhook_events: Option<Vec<String>>,
+    recovery: Option<Value>,
 }
 
 /// A `handlers` entry as written.
@@ -508,7 +604,7 @@ struct HandlerSpec {
 pub const EMBEDDED_DEFAULT_VARS: &str = r#"{
     "CHANNELS": {
         "/": { "relay": "all" },
-        "chats/:id": { "relay": "all", "client_rooms": true }
+        "chats/:id": { "relay": "all", "client_rooms": true, "recovery": true }
     }
 }"#;
 
@@ -820,6 +916,7 @@ fn resolve_policy(
         }
     }
     let webhooks = resolve_webhooks(spec.webhooks.as_ref(), &field("webhooks"))?;
+    let recovery = resolve_recovery(spec.recovery.as_ref(), &field("recovery"))?;
     let mut handlers = BTreeMap::new();
     for (event, handler) in spec.handlers.unwrap_or_default() {
         let handler_key = format!("{key}.handlers.\"{event}\"");
@@ -931,6 +1028,7 @@ fn resolve_policy(
         backend: backend_of,
         webhooks,
         webhook_client_events: spec.webhook_events.unwrap_or_default(),
+        recovery,
     })
 }
 

@@ -94,6 +94,9 @@ pub enum Route {
     Emit,
     /// `GET /channels/<channel>` (`/channels/` alone is the default channel).
     ChannelInfo(String),
+    /// `GET /channels/<channel>/history`: the events kept for connection-state recovery
+    /// (`/channels/history` is the default channel's).
+    ChannelHistory(String),
     /// `GET /healthz`.
     Health,
     /// A file of socket.io-client's browser bundle (see [`crate::client`]).
@@ -116,6 +119,14 @@ pub fn route(path: &str) -> Route {
         return Route::ClientFile(file);
     }
     if let Some(rest) = path.strip_prefix("/channels") {
+        let trimmed = rest.strip_suffix('/').unwrap_or(rest);
+        if let Some(channel_rest) = trimmed.strip_suffix("/history") {
+            return match channel_from_rest(channel_rest) {
+                Some(Ok(channel)) => Route::ChannelHistory(channel),
+                Some(Err(problem)) => Route::BadChannelName(problem),
+                None => Route::NotFound,
+            };
+        }
         return match channel_from_rest(rest) {
             Some(Ok(channel)) => Route::ChannelInfo(channel),
             Some(Err(problem)) => Route::BadChannelName(problem),
@@ -416,6 +427,14 @@ mod tests {
             Route::ChannelInfo("chats/1".into())
         );
         assert_eq!(route("/channels/"), Route::ChannelInfo(String::new()));
+        assert_eq!(
+            route("/channels/chats/1/history"),
+            Route::ChannelHistory("chats/1".into())
+        );
+        assert_eq!(
+            route("/channels/history"),
+            Route::ChannelHistory(String::new())
+        );
         assert_eq!(route("/channelsx"), Route::NotFound);
         assert_eq!(
             route("/__debug/reset/chats/1"),

@@ -268,6 +268,7 @@ proptest! {
                         prop_assert!(announced.remove(&sid), "session {sid} closed but not open");
                     }
                     Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
+                    Output::Store(_) => prop_assert!(false, "no recovery is configured"),
                     Output::BackendCall(_) | Output::Warning { .. } => {
                         prop_assert!(false, "no backend is configured: {output:?}");
                     }

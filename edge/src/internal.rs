@@ -6,7 +6,7 @@
 //! Engine.IO requests to objects.
 
 use serde::{Deserialize, Serialize};
-use switchboard_core::api::ChannelEmit;
+use switchboard_core::api::{ChannelEmit, HistoryQuery};
 
 /// Path prefix of the internal calls.
 pub const PREFIX: &str = "/__internal/";
@@ -24,6 +24,8 @@ pub enum Call {
     Emit { emit: ChannelEmit },
     /// Answers the channel's [`switchboard_core::channel::Occupancy`].
     Occupancy,
+    /// Answers `GET /channels/<channel>/history` as a native server would.
+    History { query: HistoryQuery },
     /// Test-only: forget the channel's memory and rebuild it from the sockets' attachments, as
     /// after hibernation; answers `{"rebuilt_sessions": n}`.
     Rebuild,

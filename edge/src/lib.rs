@@ -30,3 +30,5 @@ pub mod object;
 pub mod restore;
 #[cfg(target_arch = "wasm32")]
 pub mod router;
+#[cfg(target_arch = "wasm32")]
+mod store;

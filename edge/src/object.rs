@@ -444,6 +444,20 @@ impl Shared {
                 };
                 HttpResponse::json(200, &serde_json::to_value(result).unwrap_or_default())
             }
+            Call::History { query } => {
+                self.ensure_live(Some((&key, &policy)));
+                let history = self
+                    .live
+                    .borrow()
+                    .as_ref()
+                    .map(|live| live.channel.history(query.after.as_deref(), query.limit));
+                let response = match history {
+                    Some(history) => api::history_response(&key, history),
+                    None => HttpResponse::text(503, "channel unavailable"),
+                };
+                self.carry_out();
+                response
+            }
             Call::Occupancy => {
                 self.ensure_live(Some((&key, &policy)));
                 let occupancy = self
@@ -533,8 +547,10 @@ impl Shared {
                 self.state.set_websocket_auto_response(&pair);
             }
         }
-        let mut channel =
-            Channel::new(key.clone(), policy, Box::new(WebCrypto)).with_batched_heartbeats();
+        let keeps_recovery = policy.recovery.is_some();
+        let mut channel = Channel::new(key.clone(), policy, Box::new(WebCrypto))
+            .with_batched_heartbeats()
+            .with_durable_store();
         let mut live_sockets = HashMap::new();
         let mut snapshots = Vec::new();
         for (index, conn, snapshot) in plan.restored {
@@ -542,6 +558,17 @@ impl Shared {
             snapshots.push((conn, snapshot));
         }
         channel.restore_sessions(snapshots, now_ms());
+        if keeps_recovery {
+            // The history and the parked sockets, from the object's SQLite storage.
+            match crate::store::load(&self.state.storage().sql()) {
+                Ok(state) => {
+                    for problem in channel.load_stored(state, now_ms()) {
+                        worker::console_warn!("switchboard: {problem}");
+                    }
+                }
+                Err(error) => worker::console_error!("switchboard: recovery store read: {error}"),
+            }
+        }
         *self.live.borrow_mut() = Some(Live {
             key,
             channel,
@@ -713,6 +740,15 @@ impl Shared {
                         Output::SessionOpened { .. } | Output::SessionClosed { .. } => {}
                         Output::Warning { message } => {
                             worker::console_warn!("switchboard: {message}");
+                        }
+                        Output::Store(ops) => {
+                            if let Err(error) =
+                                crate::store::apply(&self.state.storage().sql(), ops)
+                            {
+                                worker::console_error!(
+                                    "switchboard: recovery store write: {error}"
+                                );
+                            }
                         }
                     }
                 }

@@ -173,6 +173,23 @@ async fn api_request(
             }
             Ok(api::emit_response(&results))
         }
+        Route::ChannelHistory(channel) => {
+            let Some(policy) = config.policy_for(&channel) else {
+                return Err(ApiError::unknown_channel("channel", &channel).response());
+            };
+            let query =
+                api::parse_history_query(request.url().ok().as_ref().and_then(|url| url.query()))
+                    .map_err(|error| error.response())?;
+            if policy.recovery.is_none() {
+                return Ok(api::history_response(
+                    &channel,
+                    Err(switchboard_core::channel::HistoryError::Off),
+                ));
+            }
+            let answer: serde_json::Value =
+                call_channel(env, &channel, &Call::History { query }).await?;
+            Ok(HttpResponse::json(200, &answer))
+        }
         Route::ChannelInfo(channel) => {
             if config.policy_for(&channel).is_none() {
                 return Err(ApiError::unknown_channel("channel", &channel).response());

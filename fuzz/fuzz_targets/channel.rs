@@ -868,7 +868,7 @@ impl Host {
             }
             Step::Rebuild { stored, seed } => self.rebuild(*stored, *seed),
             Step::CloseAll => {
-                self.channel.close_all();
+                self.channel.close_all(self.now);
                 self.after_input("close all", budget);
             }
         }
@@ -1230,7 +1230,7 @@ impl Host {
         );
         self.outputs_this_input = 0;
         let budget = 64 + 16 * (self.live_sessions() + self.socket_ids.len() + 1);
-        self.channel.close_all();
+        self.channel.close_all(self.now);
         self.after_input("close all (end)", budget);
         assert!(
             self.open_sids.is_empty(),

@@ -183,6 +183,6 @@ fn drive(name: &str, policy: Arc<ChannelPolicy>) {
         }
     }
     channel.handle_ws_closed(1, now);
-    channel.close_all();
+    channel.close_all(now);
     while channel.poll_output().is_some() {}
 }

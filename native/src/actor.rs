@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use crate::backend_client;
 use crate::limits::SessionSlot;
 use crate::outbox::{Outbound, OutboxSender};
+use crate::recovery_store::RecoveryStore;
 
 /// How long an empty channel's task lingers before it ends.
 pub const IDLE_LINGER: Duration = Duration::from_secs(5);
@@ -114,6 +115,11 @@ pub enum Command {
     Occupancy {
         reply: oneshot::Sender<Occupancy>,
     },
+    /// Kept events, for `GET /channels/<channel>/history`.
+    History {
+        query: api::HistoryQuery,
+        reply: oneshot::Sender<HttpResponse>,
+    },
     /// Test-only: drop the channel's in-memory state and rebuild it from the WebSocket sessions'
     /// snapshots, exactly as a Durable Object does after hibernation.
     Rebuild {
@@ -164,6 +170,8 @@ impl RandomSource for OsRandom {
 #[derive(Debug, Default)]
 pub struct Registry {
     channels: Mutex<HashMap<String, LiveChannel>>,
+    /// Where channels keep their recovery state across restarts (`--data-dir`), if anywhere.
+    store: Option<Arc<RecoveryStore>>,
 }
 
 /// A registry entry; the generation tells a task apart from the one that replaced it.
@@ -176,6 +184,14 @@ struct LiveChannel {
 impl Registry {
     pub fn new() -> Arc<Registry> {
         Arc::new(Registry::default())
+    }
+
+    /// A registry whose channels keep their recovery state in `store`.
+    pub fn with_store(store: Option<Arc<RecoveryStore>>) -> Arc<Registry> {
+        Arc::new(Registry {
+            channels: Mutex::default(),
+            store,
+        })
     }
 
     /// Delivers `command` to the channel's task, starting one if needed.
@@ -316,8 +332,13 @@ impl Registry {
             sender,
         };
         channels.insert(key.to_string(), live.clone());
-        let channel = Channel::new(key, policy.clone(), Box::new(OsRandom));
+        let mut channel = Channel::new(key, policy.clone(), Box::new(OsRandom));
+        let store = registry.store.clone().filter(|_| policy.recovery.is_some());
+        if store.is_some() {
+            channel = channel.with_durable_store();
+        }
         let actor = ChannelActor {
+            store,
             key: key.to_string(),
             policy: policy.clone(),
             channel,
@@ -357,6 +378,8 @@ impl Registry {
 }
 
 struct ChannelActor {
+    /// The recovery store, on a channel with recovery when the server has a data directory.
+    store: Option<Arc<RecoveryStore>>,
     key: String,
     policy: Arc<ChannelPolicy>,
     channel: Channel,
@@ -389,6 +412,8 @@ struct Stats {
 
 impl ChannelActor {
     async fn run(mut self) {
+        // What an earlier run of this channel kept (read here, not under the registry's lock).
+        self.load_stored();
         let mut idle_since: Option<Instant> = None;
         loop {
             let timer = self.channel.poll_timeout();
@@ -419,7 +444,11 @@ impl ChannelActor {
                 }
             }
             self.drain_outputs();
-            let idle = self.channel.is_idle() && self.waiting.is_empty() && self.acks.is_empty();
+            // Recovery state in memory alone lives as long as the channel's task.
+            let idle = self.channel.is_idle()
+                && self.waiting.is_empty()
+                && self.acks.is_empty()
+                && (self.store.is_some() || !self.channel.holds_recovery_state());
             idle_since = match (idle, idle_since) {
                 (true, None) => Some(Instant::now()),
                 (true, since) => since,
@@ -509,7 +538,7 @@ impl ChannelActor {
                 self.channel.handle_ws_closed(conn, now);
             }
             Command::Shutdown { done } => {
-                self.channel.close_all();
+                self.channel.close_all(now);
                 self.drain_outputs();
                 let _ = done.send(());
             }
@@ -523,6 +552,10 @@ impl ChannelActor {
             }
             Command::Occupancy { reply } => {
                 let _ = reply.send(self.channel.occupancy());
+            }
+            Command::History { query, reply } => {
+                let history = self.channel.history(query.after.as_deref(), query.limit);
+                let _ = reply.send(api::history_response(&self.key, history));
             }
             Command::Rebuild { reply } => {
                 // What the old channel already said is carried out first, as a Durable Object
@@ -543,13 +576,21 @@ impl ChannelActor {
                     .retain(|sid, _| restored.contains(sid.as_str()));
                 self.websockets.retain(|conn, _| keep.contains(conn));
                 self.waiting.clear();
-                self.channel = Channel::restore(
+                let mut rebuilt = Channel::restore(
                     self.key.clone(),
                     self.policy.clone(),
                     Box::new(OsRandom),
                     snapshots,
                     now,
                 );
+                // The recovery state comes back from where it is kept, as on the edge.
+                if self.store.is_some() {
+                    self.channel = rebuilt.with_durable_store();
+                    self.load_stored();
+                } else {
+                    rebuilt.adopt_recovery_state(&mut self.channel);
+                    self.channel = rebuilt;
+                }
                 let _ = reply.send(count);
             }
             Command::Stats { reply } => {
@@ -619,11 +660,35 @@ impl ChannelActor {
                 Output::Warning { message } => {
                     tracing::warn!(channel = %self.key, "{message}");
                 }
+                Output::Store(ops) => {
+                    if let Some(store) = &self.store
+                        && let Err(error) = store.apply(&self.key, &ops)
+                    {
+                        tracing::error!(channel = %self.key, %error, "recovery store write failed");
+                    }
+                }
             }
         }
         // Every handshake handled so far has had its session announced: the rest opened none
         // (refused, or a 1013 close).
         self.handshakes.clear();
+    }
+
+    /// Hands the channel what the store kept for it, if it keeps anything.
+    fn load_stored(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        match store.load(&self.key) {
+            Ok(state) => {
+                for problem in self.channel.load_stored(state, now_ms()) {
+                    tracing::warn!(channel = %self.key, "{problem}");
+                }
+            }
+            Err(error) => {
+                tracing::error!(channel = %self.key, %error, "recovery store read failed");
+            }
+        }
     }
 
     /// Queues a packet's WebSocket frames for `conn`. A connection that cannot keep up is dropped

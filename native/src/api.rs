@@ -49,6 +49,10 @@ pub async fn api_endpoint(state: &AppState, route: Route, request: Request) -> R
             Ok(()) => channel_info(state, channel.clone()).await,
             Err(error) => Err(error),
         },
+        Route::ChannelHistory(ref channel) => match admitted() {
+            Ok(()) => channel_history(state, channel.clone(), request.uri().query()).await,
+            Err(error) => Err(error),
+        },
         // Test-only, and still the API's: they take the API secret.
         Route::Debug {
             ref action,
@@ -136,8 +140,21 @@ async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiErr
             emit: Box::new(emit),
             reply,
         };
-        // A channel without a live task has no sockets: nothing to deliver, nothing to start.
-        let result = if state.registry.send_if_live(&channel, command).await {
+        // A channel without a live task has no sockets: nothing to deliver, nothing to start,
+        // unless it keeps a history (a parked socket may come back for the event, and a data
+        // directory may hold sockets from before a restart).
+        let keeps_history = state
+            .config
+            .policy_for(&channel)
+            .is_some_and(|policy| policy.recovery.is_some());
+        let sent = match state.config.policy_for(&channel) {
+            Some(policy) if keeps_history => {
+                state.registry.send(&channel, policy, command).await;
+                true
+            }
+            _ => state.registry.send_if_live(&channel, command).await,
+        };
+        let result = if sent {
             match tokio::time::timeout(wait, answer).await {
                 Ok(Ok(Ok(result))) => result,
                 Ok(Ok(Err(error))) => return Err(error),
@@ -145,10 +162,7 @@ async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiErr
                 Ok(Err(_)) | Err(_) => ChannelEmitResult::default(),
             }
         } else {
-            ChannelEmitResult {
-                delivered: 0,
-                acks: None,
-            }
+            ChannelEmitResult::default()
         };
         results.push((channel, result));
     }
@@ -165,6 +179,33 @@ async fn channel_info(state: &AppState, channel: String) -> Result<HttpResponse,
         .await
         .unwrap_or_default();
     Ok(api::occupancy_response(&channel, &occupancy))
+}
+
+async fn channel_history(
+    state: &AppState,
+    channel: String,
+    query: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(policy) = state.config.policy_for(&channel) else {
+        return Err(ApiError::unknown_channel("channel", &channel));
+    };
+    let query = api::parse_history_query(query)?;
+    if policy.recovery.is_none() {
+        // The channel answers the same, without starting it.
+        return Ok(api::history_response(
+            &channel,
+            Err(switchboard_core::channel::HistoryError::Off),
+        ));
+    }
+    // Started if need be: with a data directory, the history outlives the channel's task.
+    let (reply, answer) = oneshot::channel();
+    state
+        .registry
+        .send(&channel, policy, Command::History { query, reply })
+        .await;
+    Ok(answer
+        .await
+        .unwrap_or_else(|_| HttpResponse::text(503, "channel unavailable")))
 }
 
 async fn debug(state: &AppState, action: &str, channel: String) -> HttpResponse {

@@ -36,6 +36,7 @@ mod buffers;
 mod http_server;
 pub mod limits;
 pub mod outbox;
+pub mod recovery_store;
 pub mod settings;
 pub mod transport;
 pub mod websocket_io;
@@ -72,6 +73,9 @@ pub struct Options {
     pub websockets: TaskTracker,
     /// Timeouts, connection caps, session rates and counts ([`Limits::default`] unless set).
     pub limits: Limits,
+    /// Where connection-state recovery is kept across restarts (`--data-dir`); in memory only
+    /// when `None`.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -82,6 +86,7 @@ impl Options {
             assets: None,
             websockets: TaskTracker::new(),
             limits: Limits::default(),
+            data_dir: None,
         }
     }
 }
@@ -129,7 +134,15 @@ pub async fn serve(
     options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let registry = Registry::new();
+    let store = match &options.data_dir {
+        Some(dir) => {
+            let store = recovery_store::RecoveryStore::open(dir).map_err(std::io::Error::other)?;
+            tracing::info!(dir = %dir.display(), "connection-state recovery is kept in the data directory");
+            Some(store)
+        }
+        None => None,
+    };
+    let registry = Registry::with_store(store);
     let websockets = options.websockets.clone();
     let limiter = Limiter::new(options.limits.clone(), limits::fd_limit());
     let (served, open) = limiter.caps();

@@ -29,6 +29,10 @@ struct Cli {
     /// Read `[env.<NAME>.vars]` instead of `[vars]` (wrangler environments).
     #[arg(long = "env", value_name = "NAME", env = "SWITCHBOARD_ENV")]
     environment: Option<String>,
+    /// Keep connection-state recovery (channel history, disconnected sockets) in SQLite here,
+    /// so that a restart loses nothing; in memory only without it.
+    #[arg(long, value_name = "DIR", env = "SWITCHBOARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -110,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let mut options = Options::new(Arc::new(config), Some(Arc::from(api_secret)));
     options.assets = assets;
     options.limits = cli.limits.limits();
+    options.data_dir = cli.data_dir;
     switchboard_native::serve(listener, options, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -80,6 +80,7 @@ pub use engine::{
 pub use snapshot::{CallSnapshot, CallSnapshotKind};
 pub use snapshot::{SessionSnapshot, SocketSnapshot};
 use sockets::SocketLayer;
+pub use sockets::recovery::{HistoryError, HistoryEvent, MAX_PARKED_SOCKETS, StoreOp, StoredState};
 pub use sockets::{ERROR_EVENT, HOOK_FAILED_MESSAGE, MAX_CALLS_PER_SOCKET, MAX_GRANTED_ROOMS};
 
 /// A host-chosen name for one WebSocket connection or one HTTP request; unique within a channel.
@@ -158,6 +159,9 @@ pub enum Output {
     /// Something the operator should know (a backend failing, webhook events dropped); hosts
     /// log it. Never shown to clients.
     Warning { message: String },
+    /// Write these to the channel's recovery store, in order, as one batch (one per input): only
+    /// on a channel made [`Channel::with_durable_store`].
+    Store(Vec<StoreOp>),
 }
 
 /// Why an acknowledgement will never come.
@@ -241,6 +245,9 @@ pub struct Emitted {
     pub delivered: usize,
     /// The sockets asked for an acknowledgement, when the emit asked for one.
     pub awaiting_ack: Vec<String>,
+    /// The offset the event was kept under, on a channel with connection-state recovery (an
+    /// emit that asks for acks is not kept, as in socket.io).
+    pub offset: Option<String>,
 }
 
 /// Why a server emit was refused.
@@ -322,9 +329,14 @@ impl Channel {
         let name = name.into();
         let behaviour = behaviour::for_policy(&policy);
         let echo = behaviour.engine_layer() == EngineLayer::Echo;
+        let mut engine = Engine::new(policy.clone(), random);
+        let epoch = match policy.recovery {
+            Some(_) => engine.new_id(|_| false)[..8].to_string(),
+            None => String::new(),
+        };
         Channel {
-            engine: Engine::new(policy.clone(), random),
-            sockets: SocketLayer::new(name.clone(), policy, behaviour),
+            sockets: SocketLayer::new(name.clone(), policy, behaviour, epoch),
+            engine,
             name,
             echo,
             client: None,
@@ -422,10 +434,18 @@ impl Channel {
         self.engine.is_idle() && self.sockets.is_idle() && self.posted.is_empty()
     }
 
+    /// Connection-state recovery keeps something a client could still come back for: a parked
+    /// socket, or an event younger than the window. A host that keeps nothing across restarts
+    /// (no [`Channel::with_durable_store`]) keeps the channel alive until this is false; the
+    /// channel's timers say when it may change.
+    pub fn holds_recovery_state(&self) -> bool {
+        self.sockets.holds_recovery_state()
+    }
+
     /// Backend calls are in flight or webhooks wait to be sent: a host that runs them on a task of
     /// their own keeps it (and the channel's timers) running until this is false.
     pub fn backend_busy(&self) -> bool {
-        !self.sockets.is_idle()
+        !self.sockets.backend_idle()
     }
 
     /// Webhook events this channel dropped so far (queue full, or out of attempts).
@@ -453,14 +473,53 @@ impl Channel {
 
     /// Closes every session, e.g. because the server is shutting down. Clients see their transport
     /// close and reconnect.
-    pub fn close_all(&mut self) {
+    pub fn close_all(&mut self, now: u64) {
         self.engine.close_all(CloseReason::ServerShutdown);
-        self.route_events(0);
+        self.route_events(now);
     }
 
-    /// The next output for the host, if any.
+    /// The next output for the host, if any. Storage writes come first: what a client is sent
+    /// is in the store by the time it could ask for it again.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(ops) = self.sockets.take_store_ops() {
+            return Some(Output::Store(ops));
+        }
         self.engine.poll_output()
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Connection-state recovery
+
+    /// The host keeps the channel's recovery state (history and parked sockets) across restarts:
+    /// from now on every change comes out as [`Output::Store`], and the host hands what it kept
+    /// back with [`Channel::load_stored`] when it starts the channel again. A channel without
+    /// recovery configured has nothing to store.
+    pub fn with_durable_store(mut self) -> Channel {
+        self.sockets.make_recovery_durable();
+        self
+    }
+
+    /// Takes over the recovery state of `from`, the channel this one was rebuilt from (see
+    /// [`Channel::restore`]), for a host that keeps it in memory rather than in a store.
+    pub fn adopt_recovery_state(&mut self, from: &mut Channel) {
+        self.sockets.adopt_recovery(&mut from.sockets);
+    }
+
+    /// Takes back what the host stored for this channel, after any [`Channel::restore`]. Sockets
+    /// stored as connected that the channel does not hold now went away while the host was down:
+    /// they are parked from `now`. Returns problems worth a log line (unreadable rows, skipped).
+    pub fn load_stored(&mut self, state: StoredState, now: u64) -> Vec<String> {
+        self.sockets.load_recovery(state, now)
+    }
+
+    /// Kept events after offset `after` (from the oldest without it), at most `limit`, and the
+    /// offset of the newest kept event.
+    pub fn history(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<HistoryEvent>, Option<String>), HistoryError> {
+        self.sockets.history(after, limit)
     }
 
     /// When the host must call [`Channel::handle_timeout`] next.

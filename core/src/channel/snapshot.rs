@@ -84,4 +84,10 @@ pub struct SocketSnapshot {
     /// When the socket's token expires (ms since the epoch), on private channels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// Connection-state recovery: the socket's private id, and the history's newest event when
+    /// it connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
 }

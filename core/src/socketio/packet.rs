@@ -256,6 +256,15 @@ impl Packet {
         )
     }
 
+    /// CONNECT accepted on a channel with connection-state recovery: `{"sid": socket_id, "pid":
+    /// private_id}`. The private id is what the client shows to recover this socket later.
+    pub fn connect_ok_recoverable(namespace: &str, socket_id: &str, private_id: &str) -> Packet {
+        let mut map = Map::with_capacity(2);
+        map.insert("sid".to_owned(), Value::String(socket_id.to_owned()));
+        map.insert("pid".to_owned(), Value::String(private_id.to_owned()));
+        Packet::new(PacketKind::Connect, namespace, Some(Value::Object(map)))
+    }
+
     /// CONNECT refused: `{"message": message}`.
     pub fn connect_error(namespace: &str, message: &str) -> Packet {
         Packet::new(

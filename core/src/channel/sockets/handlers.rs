@@ -586,14 +586,15 @@ impl SocketLayer {
         }
         let sender = sender_here.then_some(key);
         for emit in answer.emits {
-            let count = emit.attachments.len();
-            let frames = frames_of(
-                &socketio::Packet::event(namespace, emit.args, None, count),
-                emit.attachments,
-            );
             match emit.target {
                 Target::Sender => {
+                    // To the sender alone, as socket.io's `socket.emit`: not kept for recovery.
                     if let Some(sender) = sender {
+                        let count = emit.attachments.len();
+                        let frames = frames_of(
+                            &socketio::Packet::event(namespace, emit.args, None, count),
+                            emit.attachments,
+                        );
                         engine.send(sender, &frames);
                     }
                 }
@@ -604,6 +605,14 @@ impl SocketLayer {
                     if audience.except_sender && sender.is_none() {
                         audience.except.push(socket_id.to_string());
                     }
+                    let (frames, _) = self.broadcast_frames(
+                        namespace,
+                        emit.args,
+                        emit.attachments,
+                        &audience,
+                        Some(socket_id),
+                        now,
+                    );
                     self.broadcast(engine, namespace, &audience, Some(key), &frames);
                 }
             }

@@ -11,6 +11,7 @@
 
 mod handlers;
 mod namespace;
+pub(crate) mod recovery;
 mod socket;
 mod tokens;
 pub(crate) mod webhooks;
@@ -39,6 +40,9 @@ use crate::socketio::{self, PacketKind, PartialBinaryPacket, RESERVED_EVENTS};
 pub use handlers::{ERROR_EVENT, HOOK_FAILED_MESSAGE, MAX_CALLS_PER_SOCKET};
 use handlers::{HookAdmission, PendingCall, disconnect_reason};
 use namespace::Namespace;
+use recovery::{
+    HistoryError, HistoryEvent, Recovery, SocketRecovery, StoreOp, StoredState, keeps_state,
+};
 pub use socket::{BINARY_DEADLINE_MS, MAX_GRANTED_ROOMS};
 use socket::{
     HookData, PartialPacket, PendingAck, RateVerdict, SioSession, SocketMap, SocketState,
@@ -72,6 +76,8 @@ pub(crate) struct SocketLayer {
     webhooks: Webhooks,
     /// Sessions not yet in a namespace (see [`SocketLayer::awaiting_connect`]).
     awaiting_connect: usize,
+    /// The history and parked sockets, on channels with connection-state recovery.
+    recovery: Option<Box<Recovery>>,
 }
 
 impl std::fmt::Debug for SocketLayer {
@@ -84,13 +90,24 @@ impl std::fmt::Debug for SocketLayer {
 }
 
 impl SocketLayer {
-    pub fn new(name: String, policy: Arc<ChannelPolicy>, behaviour: Box<dyn Behaviour>) -> Self {
+    /// `epoch` prefixes the offsets of the channel's history, if it keeps one: random, so that an
+    /// offset from before a restart that lost the history never names a new event.
+    pub fn new(
+        name: String,
+        policy: Arc<ChannelPolicy>,
+        behaviour: Box<dyn Behaviour>,
+        epoch: String,
+    ) -> Self {
         let params = policy
             .pattern
             .as_ref()
             .and_then(|pattern| pattern.bind(&name))
             .unwrap_or_default();
+        let recovery = policy
+            .recovery
+            .map(|recovery| Box::new(Recovery::new(recovery, epoch)));
         Self {
+            recovery,
             name,
             params,
             policy,
@@ -105,11 +122,28 @@ impl SocketLayer {
     }
 
     pub fn next_timer(&mut self) -> Option<u64> {
-        self.timers.next()
+        let recovery = self
+            .recovery
+            .as_ref()
+            .and_then(|recovery| recovery.next_deadline());
+        self.timers.next().into_iter().chain(recovery).min()
     }
 
     /// No backend call or webhook is waiting.
     pub fn is_idle(&self) -> bool {
+        self.backend_idle()
+    }
+
+    /// Recovery keeps something a client could come back for (see
+    /// [`crate::channel::Channel::holds_recovery_state`]).
+    pub fn holds_recovery_state(&self) -> bool {
+        self.recovery
+            .as_ref()
+            .is_some_and(|recovery| recovery.holds_state())
+    }
+
+    /// No backend call or webhook is waiting.
+    pub fn backend_idle(&self) -> bool {
         self.calls.is_empty() && self.webhooks.is_idle()
     }
 
@@ -224,6 +258,11 @@ impl SocketLayer {
     /// Runs every Socket.IO timer due at `now`: connect timeouts, ack timeouts, backend calls'
     /// timeouts and webhook batches.
     pub fn handle_timeout(&mut self, engine: &mut Engine, now: u64) {
+        if let Some(recovery) = self.recovery.as_mut()
+            && recovery.next_deadline().is_some_and(|at| at <= now)
+        {
+            recovery.prune(now);
+        }
         while let Some(timer) = self.timers.pop_due(now) {
             let key = match timer {
                 SocketTimer::Session(key) => key,
@@ -371,8 +410,33 @@ impl SocketLayer {
             // The connect hook is deciding about this namespace already.
             return;
         }
-        // Private channels: the token decides, before anything else is revealed.
-        let grant = if self.policy.auth.needs_token() {
+        // A client coming back with a private id: the parked socket it names, if it may recover.
+        let recovering = self
+            .recovery
+            .as_ref()
+            .and_then(|recovery| recovery.find(auth, namespace, now).ok().flatten())
+            .filter(|record| {
+                !self
+                    .namespaces
+                    .get(namespace)
+                    .is_some_and(|ns| ns.sockets.contains_key(&record.sid))
+            })
+            .cloned();
+        let skip_checks = recovering.as_ref().is_some_and(|record| {
+            self.policy
+                .recovery
+                .is_some_and(|policy| policy.skip_middlewares)
+                && record.expires_at.is_none_or(|at| at > now)
+        });
+        // Private channels: the token decides, before anything else is revealed. A recovered
+        // socket that skips the checks keeps what its token granted, until that token expires.
+        let grant = if skip_checks && let Some(record) = &recovering {
+            Grant {
+                subject: record.user.clone(),
+                rooms: record.granted_rooms.clone(),
+                expires_at_ms: record.expires_at,
+            }
+        } else if self.policy.auth.needs_token() {
             match auth::verify_connect(auth, &self.policy, &self.name, &self.params, now) {
                 Ok(grant) => grant,
                 Err(reason) => {
@@ -387,8 +451,11 @@ impl SocketLayer {
             Self::refuse_connect(engine, key, namespace, &reason);
             return;
         }
-        let socket_id = self.new_socket_id(engine, namespace);
-        if self.policy.auth.asks_backend() {
+        let socket_id = match &recovering {
+            Some(record) => record.sid.clone(),
+            None => self.new_socket_id(engine, namespace),
+        };
+        if self.policy.auth.asks_backend() && !skip_checks {
             self.call_connect_hook(engine, key, namespace, socket_id, grant, auth, now);
             return;
         }
@@ -454,6 +521,25 @@ impl SocketLayer {
             }
             ConnectDecision::Accept(actions) => actions,
         };
+        if !self.sessions.contains_key(&key) {
+            return;
+        }
+        // The parked socket this CONNECT recovers, with the events it missed.
+        let recovered = self
+            .recovery
+            .as_mut()
+            .and_then(|recovery| recovery.take(auth, namespace, &socket_id, now));
+        let recovery_state = match (&recovered, &mut self.recovery) {
+            (Some((pid, _, _)), Some(recovery)) => Some(Box::new(SocketRecovery {
+                pid: pid.clone(),
+                since: recovery.head(),
+            })),
+            (None, Some(recovery)) => Some(Box::new(SocketRecovery {
+                pid: engine.new_id(|_| false),
+                since: recovery.head(),
+            })),
+            _ => None,
+        };
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -461,6 +547,7 @@ impl SocketLayer {
             self.awaiting_connect -= 1;
         }
         let mut socket = SocketState::new(socket_id.clone());
+        socket.recovery = recovery_state;
         socket.user = grant.subject;
         socket.granted_rooms = grant.rooms;
         socket.expires_at = grant.expires_at_ms;
@@ -479,22 +566,40 @@ impl SocketLayer {
             }
             hook_rooms = hook.rooms;
         }
+        let mut missed = Vec::new();
+        if let Some((_, record, frames)) = recovered {
+            if socket.hook.is_none() && (record.user_info.is_some() || record.data.is_some()) {
+                socket.hook = Some(Box::new(HookData {
+                    user_info: record.user_info,
+                    data: record.data,
+                }));
+            }
+            hook_rooms.splice(0..0, record.rooms);
+            missed = frames;
+        }
         let user = socket_user_json(&socket);
+        let connect_reply = match &socket.recovery {
+            Some(recovery) => {
+                socketio::Packet::connect_ok_recoverable(namespace, &socket_id, &recovery.pid)
+            }
+            None => socketio::Packet::connect_ok(namespace, &socket_id),
+        };
         session.sockets.insert(namespace.to_string(), socket);
         self.namespaces
             .entry(namespace.to_string())
             .or_default()
             .sockets
             .insert(socket_id.clone(), key);
-        let frames = frames_of(
-            &socketio::Packet::connect_ok(namespace, &socket_id),
-            Vec::new(),
-        );
-        engine.send(key, &frames);
+        engine.send(key, &frames_of(&connect_reply, Vec::new()));
+        // What it missed comes first, in order, before anything new.
+        for frames in &missed {
+            engine.send(key, frames);
+        }
         for room in hook_rooms {
             self.join(key, namespace, room);
         }
-        self.apply_actions(engine, key, namespace, None, actions);
+        self.recovery_socket_changed(key, namespace);
+        self.apply_actions(engine, key, namespace, None, actions, now);
         engine.session_changed(key);
         self.schedule(key);
         if self.policy.webhooks.channel_occupied && self.total_sockets() == 1 {
@@ -584,6 +689,14 @@ impl SocketLayer {
                 socket: socket.id.clone(),
                 reason: AckFailure::Disconnected,
             });
+        }
+        if let (Some(recovery), Some(state)) = (self.recovery.as_mut(), &socket.recovery) {
+            if keeps_state(reason) {
+                let record = socket.record(namespace, state.since);
+                recovery.park(state.pid.clone(), record, now);
+            } else {
+                recovery.forget(&state.pid);
+            }
         }
         if let Some(ns) = self.namespaces.get_mut(namespace) {
             ns.sockets.remove(&socket.id);
@@ -725,7 +838,7 @@ impl SocketLayer {
             wants_ack: packet.id.is_some(),
         };
         let actions = self.behaviour.on_event(view, event);
-        self.apply_actions(engine, key, namespace, packet.id, actions);
+        self.apply_actions(engine, key, namespace, packet.id, actions, now);
     }
 
     /// Carries out a behaviour's decisions for the socket of session `key` in `namespace`.
@@ -736,6 +849,7 @@ impl SocketLayer {
         namespace: &str,
         mut ack_id: Option<u64>,
         actions: Vec<Action>,
+        now: u64,
     ) {
         let mut rooms_changed = false;
         for action in actions {
@@ -764,10 +878,14 @@ impl SocketLayer {
                     args,
                     attachments,
                 } => {
-                    let count = attachments.len();
-                    let frames = frames_of(
-                        &socketio::Packet::event(namespace, args, None, count),
+                    let sender = self.socket(key, namespace).map(|socket| socket.id.clone());
+                    let (frames, _) = self.broadcast_frames(
+                        namespace,
+                        args,
                         attachments,
+                        &audience,
+                        sender.as_deref(),
+                        now,
                     );
                     self.broadcast(engine, namespace, &audience, Some(key), &frames);
                 }
@@ -791,6 +909,7 @@ impl SocketLayer {
             .entry(namespace.to_string())
             .or_default()
             .join(room, key);
+        self.recovery_socket_changed(key, namespace);
         true
     }
 
@@ -804,7 +923,60 @@ impl SocketLayer {
         if let Some(ns) = self.namespaces.get_mut(namespace) {
             ns.leave(room, key);
         }
+        self.recovery_socket_changed(key, namespace);
         true
+    }
+
+    /// A durable host keeps each connected socket's recoverable state as it changes.
+    fn recovery_socket_changed(&mut self, key: SessionKey, namespace: &str) {
+        let Some(recovery) = self.recovery.as_mut() else {
+            return;
+        };
+        let Some(socket) = self
+            .sessions
+            .get(&key)
+            .and_then(|session| session.sockets.get(namespace))
+        else {
+            return;
+        };
+        if let Some(state) = &socket.recovery {
+            recovery.socket_changed(&state.pid, &socket.record(namespace, state.since));
+        }
+    }
+
+    /// Encodes an event for a broadcast once. On a channel with recovery, the event gets the
+    /// next offset as its last argument and is kept in the history, with its audience; returns
+    /// that offset.
+    fn broadcast_frames(
+        &mut self,
+        namespace: &str,
+        mut args: Value,
+        attachments: Vec<Bytes>,
+        audience: &Audience,
+        sender: Option<&str>,
+        now: u64,
+    ) -> (Frames, Option<String>) {
+        let count = attachments.len();
+        let Some(recovery) = self.recovery.as_mut() else {
+            let frames = frames_of(
+                &socketio::Packet::event(namespace, args, None, count),
+                attachments,
+            );
+            return (frames, None);
+        };
+        let seq = recovery.stamp(&mut args);
+        let frames = frames_of(
+            &socketio::Packet::event(namespace, args, None, count),
+            attachments,
+        );
+        let mut except = audience.except.clone();
+        if audience.except_sender
+            && let Some(sender) = sender
+        {
+            except.push(sender.to_string());
+        }
+        recovery.keep(seq, namespace, audience.rooms.clone(), except, &frames, now);
+        (frames, Some(recovery.offset_of(seq)))
     }
 
     /// Sends `frames` to every socket of `namespace` in the audience; returns how many received it.
@@ -861,14 +1033,19 @@ impl SocketLayer {
         };
         let count = emit.attachments.len();
         let Some(ack) = emit.ack else {
-            let frames = frames_of(
-                &socketio::Packet::event(&emit.namespace, emit.args, None, count),
+            let (frames, offset) = self.broadcast_frames(
+                &emit.namespace,
+                emit.args,
                 emit.attachments,
+                &audience,
+                None,
+                now,
             );
             let delivered = self.broadcast(engine, &emit.namespace, &audience, None, &frames);
             return Ok(Emitted {
                 delivered,
                 awaiting_ack: Vec::new(),
+                offset,
             });
         };
         // One ack id for every recipient, as socket.io's broadcasts with acks do, so that the
@@ -921,6 +1098,7 @@ impl SocketLayer {
         Ok(Emitted {
             delivered,
             awaiting_ack,
+            offset: None,
         })
     }
 
@@ -1030,6 +1208,8 @@ impl SocketLayer {
                 user_info: socket.hook.as_ref().and_then(|hook| hook.user_info.clone()),
                 data: socket.hook.as_ref().and_then(|hook| hook.data.clone()),
                 expires_at: socket.expires_at,
+                pid: socket.recovery.as_ref().map(|state| state.pid.clone()),
+                since: socket.recovery.as_ref().map(|state| state.since),
             })
             .collect();
         snapshot.awaiting_connect = session.connect_deadline.is_some();
@@ -1083,6 +1263,12 @@ impl SocketLayer {
                             data: socket.data,
                         })
                     }),
+                    recovery: socket.pid.map(|pid| {
+                        Box::new(SocketRecovery {
+                            pid,
+                            since: socket.since.unwrap_or(0),
+                        })
+                    }),
                 },
             );
         }
@@ -1090,6 +1276,55 @@ impl SocketLayer {
         self.sessions.insert(key, session);
         self.restore_calls(key, snapshot.calls, now);
         self.schedule(key);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Connection-state recovery
+
+    /// Moves the recovery state of `from` here (a rebuild by a host that keeps it in memory).
+    pub fn adopt_recovery(&mut self, from: &mut SocketLayer) {
+        if self.recovery.is_some() && from.recovery.is_some() {
+            self.recovery = from.recovery.take();
+        }
+    }
+
+    pub fn make_recovery_durable(&mut self) {
+        if let Some(recovery) = self.recovery.as_mut() {
+            recovery.make_durable();
+        }
+    }
+
+    pub fn take_store_ops(&mut self) -> Option<Vec<StoreOp>> {
+        let ops = self.recovery.as_mut()?.take_ops();
+        (!ops.is_empty()).then_some(ops)
+    }
+
+    pub fn load_recovery(&mut self, state: StoredState, now: u64) -> Vec<String> {
+        let Some(recovery) = self.recovery.as_mut() else {
+            return Vec::new();
+        };
+        let namespaces = &self.namespaces;
+        recovery.load(
+            state,
+            |namespace, sid| {
+                namespaces
+                    .get(namespace)
+                    .is_some_and(|ns| ns.sockets.contains_key(sid))
+            },
+            now,
+        )
+    }
+
+    pub fn history(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<HistoryEvent>, Option<String>), HistoryError> {
+        let recovery = self.recovery.as_ref().ok_or(HistoryError::Off)?;
+        Ok((
+            recovery.history_after(after, limit)?,
+            recovery.latest_offset(),
+        ))
     }
 
     /// Puts the session's next deadline on the timer queue.

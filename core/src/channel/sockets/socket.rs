@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::recovery::{SocketRecord, SocketRecovery};
 use crate::backend::ClientInfo;
 use crate::socketio::PartialBinaryPacket;
 
@@ -42,6 +43,8 @@ pub(crate) struct SocketState {
     pub calls_in_flight: u16,
     /// What the connect hook kept on the socket. Boxed: most sockets have none.
     pub hook: Option<Box<HookData>>,
+    /// Its private id and where the history stood, on channels with connection-state recovery.
+    pub recovery: Option<Box<SocketRecovery>>,
 }
 
 /// What a connect hook kept on a socket, sent along with each of its handler calls.
@@ -66,6 +69,23 @@ impl SocketState {
             pending_acks: BTreeMap::new(),
             calls_in_flight: 0,
             hook: None,
+            recovery: None,
+        }
+    }
+
+    /// What connection-state recovery keeps of this socket in `namespace`.
+    pub fn record(&self, namespace: &str, since: u64) -> SocketRecord {
+        SocketRecord {
+            namespace: namespace.to_string(),
+            sid: self.id.clone(),
+            rooms: self.rooms.iter().cloned().collect(),
+            user: self.user.clone(),
+            granted_rooms: self.granted_rooms.clone(),
+            expires_at: self.expires_at,
+            user_info: self.hook.as_ref().and_then(|hook| hook.user_info.clone()),
+            data: self.hook.as_ref().and_then(|hook| hook.data.clone()),
+            since,
+            disconnected_at: None,
         }
     }
 

@@ -402,7 +402,7 @@ fn the_host_hears_each_session_open_and_close_once() {
     assert_eq!(session_outputs(&h.outputs()), vec![ended(&websocket)]);
     // Nothing more, whatever happens next: no session is closed twice.
     h.advance(10_000);
-    h.channel.close_all();
+    h.channel.close_all(h.now);
     assert!(session_outputs(&h.outputs()).is_empty());
     assert_eq!(h.channel.session_count(), 0);
 }
@@ -437,6 +437,6 @@ fn a_refused_handshake_opens_nothing_and_shutdown_and_timeouts_close_what_is_ope
     assert_eq!(gone, both);
     // Shutdown closes the rest, each announced once.
     let third = h.open_ws(40);
-    h.channel.close_all();
+    h.channel.close_all(h.now);
     assert_eq!(session_outputs(&h.outputs()), vec![ended(&third)]);
 }

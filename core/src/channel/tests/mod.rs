@@ -2,6 +2,7 @@
 
 mod backend;
 mod limits;
+mod recovery;
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -1014,7 +1015,7 @@ fn shutdown_closes_every_transport() {
     h.connect(1, "/");
     let sid = h.open_polling(2);
     h.get(3, &sid);
-    h.channel.close_all();
+    h.channel.close_all(h.now);
     let out = h.outputs();
     assert_eq!(closed(&out, 1), Some(1001));
     assert_eq!(body(&response_to(&out, 3).unwrap()), "1");
