@@ -52,6 +52,43 @@ def before_after(rows):
             "|---|---|---|---|---|"] + md + [""]
 
 
+def recovery(rows):
+    """Connection-state recovery: its cost in fan-out, and the reconnect storm."""
+    md = []
+    measures = [("fanout-1000", "deliveries_per_second", "fan-out deliveries/s, 1,000 clients"),
+                ("fanout-10000", "deliveries_per_second", "fan-out deliveries/s, 10,000 clients"),
+                ("fanout-1000", "server_cpu_ns_per_delivery", "server CPU per delivery (ns), 1,000 clients"),
+                ("emit-1000", "server_cpu_ns_per_delivery", "server CPU per delivery (ns), POST /emit")]
+    lines = []
+    for test, field, label in measures:
+        def values(server):
+            return [r.get(field) for r in rows if r["server"] == server and r["test"] == test and r.get(field)]
+        on, off = values("switchboard-recovery"), values("switchboard")
+        if on and off:
+            lines.append(f"| {label} | {median(off):,.0f} | {median(on):,.0f} | {median(on) / median(off):.2f}× |")
+    if lines:
+        md += ["## Connection-state recovery: its cost (same run, alternating)", "",
+               "The same channel with `recovery = true` (every event stamped with its offset and kept in the "
+               "history) against without.", "",
+               "| measure | recovery off | recovery on | on / off |", "|---|---|---|---|"] + lines + [""]
+    storms = [r for r in rows if r["test"] == "storm"]
+    if storms:
+        sio = next((r for r in storms if r["server"] == "socket.io-recovery"), None)
+        md += ["## A reconnect storm: every client drops at once while events flow", "",
+               "Time from the drop until every client is back with its socket id (`socket.recovered`) and holds "
+               "every event emitted since it connected (bench/storm.mjs: socket.io-client over WebSocket, "
+               "POST /emit at a fixed rate).", "",
+               "| server | clients | how they drop | all recovered after | lost | duplicates | vs socket.io |",
+               "|---|---|---|---|---|---|---|"]
+        for r in storms:
+            versus = ratio(r["all_recovered_ms"], sio["all_recovered_ms"]) if sio and r["all_recovered_ms"] else "—"
+            after = f"{r['all_recovered_ms']:,} ms" if r["all_recovered_ms"] is not None else "not within the deadline"
+            md.append(f"| {r['server']} | {r['clients']:,} | {r.get('drop', 'transport close')} | {after} | "
+                      f"{r['lost']} | {r['duplicates']} | {versus} |")
+        md.append("")
+    return md
+
+
 def handlers(rows):
     """Backend handlers: overhead over calling the backend directly, medians over the rounds."""
     def values(test, field, sub=None):
@@ -200,6 +237,7 @@ def main(results, out_dir, machine):
                   [(s, r["latency_us"]["p99"] / 1000) for s, r in values], out / "latency-p99.svg", True)
 
     md += handlers(rows)
+    md += recovery(rows)
 
     # Edge.
     edge = [(s, by_key.get((s, "edge-emit-1000"))) for s in ["switchboard-edge", "js-durable-object"]]

@@ -97,12 +97,38 @@ run_switchboard() { # name binary
     measure "$1" 4100
     stop_server
 }
+# The same, with connection-state recovery on: what stamping and keeping every event costs.
+BENCH_CHANNELS_RECOVERY='{"/":{"relay":"all"},"chats/:id":{"relay":"all","client_rooms":true,"events_per_second":1000000,"recovery":true}}'
+run_switchboard_recovery() {
+    step "switchboard with recovery (native)"
+    start_server switchboard-recovery 4100 env -C "$TMP_CWD" API_SECRET=bench-secret CHANNELS="$BENCH_CHANNELS_RECOVERY" RUST_LOG=warn \
+        "$ROOT/target/release/switchboard" --port 4100
+    measure switchboard-recovery 4100
+    stop_server
+}
 for _ in $(seq 1 "${ROUNDS:-1}"); do
     run_switchboard switchboard "$ROOT/target/release/switchboard"
     if [ -n "${BEFORE_BIN:-}" ]; then
         run_switchboard switchboard-before "$BEFORE_BIN"
     fi
+    run_switchboard_recovery
 done
+
+# A reconnect storm (bench/storm.mjs): STORM_CLIENTS clients drop at once while events flow.
+STORM_CLIENTS="${STORM_CLIENTS:-1000}"
+if [ -n "${QUICK:-}" ]; then STORM_CLIENTS=200; fi
+storm() { # name port [restart command]
+    local name="$1" port="$2"
+    shift 2
+    local result
+    if result="$(node bench/storm.mjs --url "http://127.0.0.1:$port" --clients "$STORM_CLIENTS" "$@")"; then :; fi
+    [ -n "$result" ] && record "$name" storm "$result"
+}
+step "reconnect storm: switchboard (native, recovery in memory)"
+start_server switchboard-storm 4100 env -C "$TMP_CWD" API_SECRET=bench-secret CHANNELS="$BENCH_CHANNELS_RECOVERY" RUST_LOG=warn \
+    "$ROOT/target/release/switchboard" --port 4100
+storm switchboard 4100
+stop_server
 # Backend handlers: the ack round trip of a client event through a handler to a trivial backend
 # (run by the load generator on :4300), against that backend called directly over HTTP, in
 # alternating rounds; then handler calls/s at saturation. One channel, so one channel actor.
@@ -141,6 +167,11 @@ start_server socket.io 4102 node "$ROOT/bench/peers/socketio/server.mjs" --port 
 measure socket.io 4102
 stop_server
 
+step "reconnect storm: socket.io with connectionStateRecovery"
+start_server socket.io-recovery 4102 node "$ROOT/bench/peers/socketio/server.mjs" --port 4102 --recovery
+storm socket.io-recovery 4102
+stop_server
+
 step "raw baseline"
 start_server raw 4103 "$ROOT/bench/peers/raw/target/release/bench-peer-raw" --port 4103
 measure raw 4103
@@ -156,6 +187,22 @@ record switchboard-edge edge-emit-1000 "$("$LOADGEN" --server 127.0.0.1:4200 fan
 WASM="$ROOT/edge/build/index_bg.wasm"
 record switchboard-edge wasm "{\"raw_bytes\": $(wc -c <"$WASM"), \"gzip_bytes\": $(gzip -9 -c "$WASM" | wc -c)}"
 stop_server
+
+step "reconnect storm: the edge, restarting wrangler dev under its clients"
+EDGE_STORM_STATE="$ROOT/target/bench/wrangler-storm"
+rm -rf "$EDGE_STORM_STATE"
+edge_storm_server() {
+    setsid "$WRANGLER" dev --ip 127.0.0.1 --port 4202 --var API_SECRET:bench-secret \
+        --persist-to "$EDGE_STORM_STATE" --show-interactive-dev-session=false >>"$LOGS/switchboard-edge-storm.log" 2>&1 &
+    echo $! >"$ROOT/target/bench/edge-storm.pgid"
+}
+edge_storm_server
+for _ in $(seq 1 600); do curl -sf -o /dev/null http://127.0.0.1:4202/healthz && break; sleep 0.2; done
+# The restart: every WebSocket drops at once and the objects start again from their storage.
+export -f edge_storm_server
+export WRANGLER EDGE_STORM_STATE LOGS ROOT BENCH_CHANNELS_RECOVERY
+storm switchboard-edge 4202 --restart 'kill -KILL -- -"$(cat "$ROOT/target/bench/edge-storm.pgid")"; sleep 0.5; edge_storm_server; for _ in $(seq 1 600); do curl -sf -o /dev/null http://127.0.0.1:4202/healthz && break; sleep 0.1; done'
+kill -KILL -- -"$(cat "$ROOT/target/bench/edge-storm.pgid")" 2>/dev/null || true
 
 step "edge: the JS Durable Object baseline under wrangler dev"
 start_server js-durable-object 4201 "$WRANGLER" dev --config bench/edge-baseline/wrangler.toml --ip 127.0.0.1 --port 4201 \

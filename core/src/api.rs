@@ -648,6 +648,26 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+/// `/channels/<x>/history` names the history of channel `x`, unless `x` is no channel and
+/// `x/history` is one: then it is that channel's information, as before history existed.
+pub fn resolve_channel_route(route: Route, config: &Config) -> Route {
+    match route {
+        Route::ChannelHistory(channel) if config.policy_for(&channel).is_none() => {
+            let whole = if channel.is_empty() {
+                "history".to_string()
+            } else {
+                format!("{channel}/history")
+            };
+            if config.policy_for(&whole).is_some() {
+                Route::ChannelInfo(whole)
+            } else {
+                Route::ChannelHistory(channel)
+            }
+        }
+        route => route,
+    }
+}
+
 /// Reads `after` and `limit` from a query string (without `?`).
 pub fn parse_history_query(query: Option<&str>) -> Result<HistoryQuery, ApiError> {
     let mut parsed = HistoryQuery {
@@ -707,11 +727,12 @@ pub fn history_response(
             let (status, code) = match &error {
                 HistoryError::Off => (404, "history_off"),
                 HistoryError::UnknownOffset(_) => (410, "offset_gone"),
+                HistoryError::InvalidOffset(_) => (400, "invalid_offset"),
             };
             ApiError {
                 status,
                 code,
-                field: matches!(error, HistoryError::UnknownOffset(_)).then(|| "after".into()),
+                field: (!matches!(error, HistoryError::Off)).then(|| "after".into()),
                 message: error.to_string(),
             }
             .response()
@@ -921,6 +942,27 @@ mod tests {
                 .unwrap_err()
                 .status,
             401
+        );
+    }
+
+    #[test]
+    fn a_channel_named_history_keeps_its_information_route() {
+        let config = Config::from_json(
+            r#"{"CHANNELS": {"chats/:id": {"recovery": true}, "logs/history": {}}}"#,
+        )
+        .unwrap();
+        let resolve = |path| resolve_channel_route(crate::http::route(path), &config);
+        assert_eq!(
+            resolve("/channels/chats/1/history"),
+            Route::ChannelHistory("chats/1".into())
+        );
+        assert_eq!(
+            resolve("/channels/logs/history"),
+            Route::ChannelInfo("logs/history".into())
+        );
+        assert_eq!(
+            resolve("/channels/nothing/history"),
+            Route::ChannelHistory("nothing".into())
         );
     }
 

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::json;
 use switchboard_core::backend::ClientInfo;
-use switchboard_core::channel::{Channel, ConnId, Output, ServerEmit};
-use switchboard_core::config::{BehaviourKind, ChannelPolicy, RelayMode};
+use switchboard_core::channel::{Channel, ConnId, Output, ServerEmit, StoreOp, StoredState};
+use switchboard_core::config::{BehaviourKind, ChannelPolicy, RecoveryPolicy, RelayMode};
 use switchboard_core::http::Method;
 use switchboard_core::testing::SequenceRandom;
 
@@ -71,6 +71,7 @@ fn packet_text() -> impl Strategy<Value = String> {
         Just(r#"42["switchboard:leave","r"]"#.to_string()),
         Just(r#"451-["bin",{"_placeholder":true,"num":0}]"#.to_string()),
         Just("430[]".to_string()),
+        Just(r#"40{"pid":"unknown","offset":"x.1"}"#.to_string()),
         "[0-6][0-9a-z\\[\\]{}\",/-]{0,12}",
         any::<String>(),
     ]
@@ -94,7 +95,7 @@ fn input() -> impl Strategy<Value = Input> {
     ]
 }
 
-fn policy() -> Arc<ChannelPolicy> {
+fn policy(recovery: bool) -> Arc<ChannelPolicy> {
     Arc::new(ChannelPolicy {
         behaviour: BehaviourKind::Relay,
         relay: RelayMode::All,
@@ -105,8 +106,58 @@ fn policy() -> Arc<ChannelPolicy> {
         connect_timeout_ms: 1000,
         max_payload: 64,
         allowed_origins: vec!["*".into()],
+        recovery: recovery.then(|| RecoveryPolicy {
+            max_events: 8,
+            ..RecoveryPolicy::default()
+        }),
         ..ChannelPolicy::default()
     })
+}
+
+/// What a durable host keeps of a channel's recovery state.
+#[derive(Default)]
+struct Store {
+    epoch: Option<String>,
+    events: std::collections::BTreeMap<u64, Bytes>,
+    sockets: std::collections::BTreeMap<String, String>,
+}
+
+impl Store {
+    fn apply(&mut self, ops: Vec<StoreOp>) {
+        for op in ops {
+            match op {
+                StoreOp::SetEpoch(epoch) => self.epoch = Some(epoch),
+                StoreOp::PutEvent { seq, record } => {
+                    self.events.insert(seq, record);
+                }
+                StoreOp::DeleteEventsThrough { seq } => {
+                    self.events = self.events.split_off(&(seq + 1))
+                }
+                StoreOp::PutSocket { pid, record } => {
+                    self.sockets.insert(pid, record);
+                }
+                StoreOp::DeleteSocket { pid } => {
+                    self.sockets.remove(&pid);
+                }
+            }
+        }
+    }
+
+    fn state(&self) -> StoredState {
+        StoredState {
+            epoch: self.epoch.clone(),
+            events: self
+                .events
+                .iter()
+                .map(|(seq, record)| (*seq, record.clone()))
+                .collect(),
+            sockets: self
+                .sockets
+                .iter()
+                .map(|(pid, record)| (pid.clone(), record.clone()))
+                .collect(),
+        }
+    }
 }
 
 proptest! {
@@ -116,11 +167,13 @@ proptest! {
     fn any_input_sequence_is_handled_without_panics(
         inputs in proptest::collection::vec(input(), 1..60),
         batched in any::<bool>(),
+        recovery in any::<bool>(),
     ) {
-        let mut channel = Channel::new("p", policy(), Box::new(SequenceRandom::new(1)));
+        let mut channel = Channel::new("p", policy(recovery), Box::new(SequenceRandom::new(1))).with_durable_store();
         if batched {
             channel = channel.with_batched_heartbeats();
         }
+        let mut store = Store::default();
         let mut now = 0u64;
         let mut next_request: ConnId = 1_000;
         // Sids handed out by polling handshakes, so later inputs can name real sessions.
@@ -214,10 +267,16 @@ proptest! {
                     announced.retain(|sid| restored.contains(sid.as_str()));
                     // Polling sessions and probes do not survive a restart; their conns are gone.
                     open.retain(|conn| survivors.contains(conn));
-                    channel = Channel::restore("p", policy(), Box::new(SequenceRandom::new(2)), snapshots, now);
+                    let history = channel.history(None, usize::MAX).ok();
+                    channel = Channel::restore("p", policy(recovery), Box::new(SequenceRandom::new(2)), snapshots, now)
+                        .with_durable_store();
                     if batched {
                         channel = channel.with_batched_heartbeats();
                     }
+                    // The history comes back from the store as it was.
+                    let problems = channel.load_stored(store.state(), now);
+                    prop_assert!(problems.is_empty(), "{problems:?}");
+                    prop_assert_eq!(channel.history(None, usize::MAX).ok(), history);
                     // The rebuilt channel holds exactly what the snapshots held.
                     for namespace in ["/", "/admin"] {
                         prop_assert_eq!(channel.socket_count(namespace), sockets.get(namespace).copied().unwrap_or(0));
@@ -268,7 +327,11 @@ proptest! {
                         prop_assert!(announced.remove(&sid), "session {sid} closed but not open");
                     }
                     Output::AckReceived { .. } | Output::AckUnanswered { .. } => {}
-                    Output::Store(_) => prop_assert!(false, "no recovery is configured"),
+                    Output::Store(ops) => {
+                        prop_assert!(recovery, "a store batch without recovery");
+                        prop_assert!(!ops.is_empty());
+                        store.apply(ops);
+                    }
                     Output::BackendCall(_) | Output::Warning { .. } => {
                         prop_assert!(false, "no backend is configured: {output:?}");
                     }

@@ -106,6 +106,8 @@ struct Live {
     next_conn: ConnId,
     /// Backend calls the channel asked for that nobody has started yet.
     calls_to_make: Vec<BackendCall>,
+    /// The channel's recovery store was read: its writes may be carried out.
+    store_writable: bool,
 }
 
 impl Live {
@@ -489,6 +491,13 @@ impl Shared {
                     .as_ref()
                     .map_or(0, |live| live.channel.session_count())
                     .into();
+                stats["recovery"] = self
+                    .live
+                    .borrow()
+                    .as_ref()
+                    .and_then(|live| live.channel.recovery_stats())
+                    .and_then(|recovery| serde_json::to_value(recovery).ok())
+                    .unwrap_or_default();
                 json(stats)
             }
         }
@@ -558,6 +567,7 @@ impl Shared {
             snapshots.push((conn, snapshot));
         }
         channel.restore_sessions(snapshots, now_ms());
+        let mut store_writable = keeps_recovery;
         if keeps_recovery {
             // The history and the parked sockets, from the object's SQLite storage.
             match crate::store::load(&self.state.storage().sql()) {
@@ -566,7 +576,12 @@ impl Shared {
                         worker::console_warn!("switchboard: {problem}");
                     }
                 }
-                Err(error) => worker::console_error!("switchboard: recovery store read: {error}"),
+                Err(error) => {
+                    // Writing on would overwrite what could not be read: memory only, until
+                    // the next rebuild reads it again.
+                    worker::console_error!("switchboard: recovery store read: {error}");
+                    store_writable = false;
+                }
             }
         }
         *self.live.borrow_mut() = Some(Live {
@@ -578,6 +593,7 @@ impl Shared {
             emit_tokens: EmitTokens::default(),
             next_conn: plan.next_conn,
             calls_to_make: Vec::new(),
+            store_writable,
         });
     }
 
@@ -741,7 +757,7 @@ impl Shared {
                         Output::Warning { message } => {
                             worker::console_warn!("switchboard: {message}");
                         }
-                        Output::Store(ops) => {
+                        Output::Store(ops) if live.store_writable => {
                             if let Err(error) =
                                 crate::store::apply(&self.state.storage().sql(), ops)
                             {
@@ -750,6 +766,7 @@ impl Shared {
                                 );
                             }
                         }
+                        Output::Store(_) => {}
                     }
                 }
                 if gone.is_empty() {

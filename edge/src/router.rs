@@ -43,6 +43,7 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
         }
         Route::NotFound => to_worker_response(HttpResponse::text(404, "not found")),
         route => {
+            let route = api::resolve_channel_route(route, &config);
             let response = api_request(request, &env, &config, route).await;
             to_worker_response(response.unwrap_or_else(|error| error))
         }

@@ -59,6 +59,9 @@ const CHANNELS: &[&str] = &[
     "watched/1",
     "",
     http::ENGINE_IO_KEY,
+    // Appended, so that the corpus keeps naming the channels it named.
+    "recovery/1",
+    "private-recovery/1",
 ];
 const NAMESPACES: &[&str] = &["/", "/admin", "/custom", "/nope"];
 const EVENTS: &[&str] = &[
@@ -262,6 +265,17 @@ enum Auth {
     Token(u8),
     Raw(String),
     NotAnObject,
+    /// Connection-state recovery: a private id the channel handed out (see [`LEARNED`]), and an
+    /// offset it sent, or none.
+    Recover { pid: u8, offset: Option<u8> },
+}
+
+thread_local! {
+    /// Private ids (CONNECT replies) and offsets (last arguments of events) the channel sent, for
+    /// CONNECTs that try to recover: `render` has no host to ask.
+    static LEARNED: std::cell::RefCell<(Vec<String>, Vec<String>)> = const {
+        std::cell::RefCell::new((Vec::new(), Vec::new()))
+    };
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -327,6 +341,14 @@ fn render(msg: &Msg) -> (String, Vec<Bytes>) {
                 Auth::Token(index) => json!({ "token": pick(tokens(), *index) }).to_string(),
                 Auth::Raw(text) => text.clone(),
                 Auth::NotAnObject => "[1]".into(),
+                Auth::Recover { pid, offset } => LEARNED.with_borrow(|(pids, offsets)| {
+                    let pid = pids.get(usize::from(*pid) % pids.len().max(1)).cloned();
+                    let offset = offset.and_then(|index| {
+                        offsets.get(usize::from(index) % offsets.len().max(1)).cloned()
+                    });
+                    json!({ "pid": pid.unwrap_or_else(|| "unknown".into()), "offset": offset })
+                        .to_string()
+                }),
             };
             (format!("40{}{payload}", ns(namespace)), Vec::new())
         }
@@ -982,7 +1004,7 @@ impl Host {
         // Real hosts draw real randomness: each incarnation of the channel its own sequence.
         self.rebuilds += 1;
         let random = Box::new(SequenceRandom::new((self.rebuilds << 8) + u64::from(seed)));
-        self.channel = if self.batched {
+        let mut rebuilt = if self.batched {
             // As the Durable Object does it.
             let mut channel =
                 Channel::new(self.name, self.policy.clone(), random).with_batched_heartbeats();
@@ -997,6 +1019,15 @@ impl Host {
                 self.now,
             )
         };
+        // Recovery state is kept where the host keeps it (here: memory), not in the snapshots.
+        let history = self.channel.history(None, usize::MAX).ok();
+        rebuilt.adopt_recovery_state(&mut self.channel);
+        self.channel = rebuilt;
+        assert_eq!(
+            self.channel.history(None, usize::MAX).ok(),
+            history,
+            "the history survives a rebuild"
+        );
         if self.name != http::ENGINE_IO_KEY {
             for namespace in NAMESPACES {
                 assert_eq!(
@@ -1186,6 +1217,7 @@ impl Host {
     /// Reads session ids (handshakes) and socket ids (CONNECT answers) out of what was sent.
     fn learn(&mut self, frames: &[WireFrame]) {
         for text in switchboard_fuzz::texts(frames) {
+            learn_recovery(text);
             let id = if let Some(json) = text.strip_prefix('0') {
                 serde_json::from_str::<Value>(json).ok().and_then(|v| {
                     v.get("sid")
@@ -1400,7 +1432,37 @@ fn scenario_of(data: &[u8]) -> Option<Scenario> {
     }
 }
 
+/// Keeps the private ids and offsets `text` (a frame the channel sent) carries.
+fn learn_recovery(text: &str) {
+    let Some(rest) = text.strip_prefix('4') else {
+        return;
+    };
+    let Some(start) = rest.find(['{', '[']) else {
+        return;
+    };
+    let Ok(value) = serde_json::from_str::<Value>(&rest[start..]) else {
+        return;
+    };
+    LEARNED.with_borrow_mut(|(pids, offsets)| {
+        if let Some(pid) = value.get("pid").and_then(Value::as_str)
+            && pids.len() < MAX_IDS
+        {
+            pids.push(pid.to_string());
+        }
+        if let Some(offset) = value.as_array().and_then(|items| items.last()).and_then(Value::as_str)
+            && offset.contains('.')
+            && offsets.len() < MAX_IDS
+        {
+            offsets.push(offset.to_string());
+        }
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
+    LEARNED.with_borrow_mut(|(pids, offsets)| {
+        pids.clear();
+        offsets.clear();
+    });
     let Some(scenario) = scenario_of(data) else {
         return;
     };

@@ -58,7 +58,9 @@ pub const VARS: &str = r#"{
         },
         "members/:team": { "auth": "backend", "handlers": { "whoami": {} } },
         "vip/:team": { "auth": ["private", "backend"], "client_rooms": true },
-        "watched/:id": { "relay": "all", "webhooks": true, "webhook_events": ["chat message"] }
+        "watched/:id": { "relay": "all", "webhooks": true, "webhook_events": ["chat message"] },
+        "recovery/:id": { "relay": "all", "client_rooms": true, "recovery": { "window": 3000, "history_events": 8, "history_bytes": 2000 } },
+        "private-recovery/:id": { "auth": "private", "relay": "all", "recovery": { "skip_middlewares": true } }
     }
 }"#;
 

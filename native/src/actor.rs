@@ -186,6 +186,11 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
+    /// Whether channels keep their recovery state across restarts (`--data-dir`).
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
     /// A registry whose channels keep their recovery state in `store`.
     pub fn with_store(store: Option<Arc<RecoveryStore>>) -> Arc<Registry> {
         Arc::new(Registry {
@@ -600,6 +605,7 @@ impl ChannelActor {
                     "timers": self.stats.timers,
                     "sessions": self.channel.session_count(),
                     "webhooks_dropped": self.channel.webhooks_dropped(),
+                    "recovery": self.channel.recovery_stats(),
                 }));
             }
         }
@@ -686,7 +692,10 @@ impl ChannelActor {
                 }
             }
             Err(error) => {
-                tracing::error!(channel = %self.key, %error, "recovery store read failed");
+                // Writing on would overwrite what could not be read (its epoch, its offsets):
+                // this run of the channel keeps its recovery state in memory only.
+                tracing::error!(channel = %self.key, %error, "recovery store read failed; keeping this channel's recovery in memory");
+                self.store = None;
             }
         }
     }

@@ -27,6 +27,7 @@ mod bundle {
 
 /// The routes of the HTTP API and socket.io-client's bundle.
 pub async fn api_endpoint(state: &AppState, route: Route, request: Request) -> Response {
+    let route = api::resolve_channel_route(route, &state.config);
     let method = Method::parse(request.method().as_str());
     let authorization = header_text(&request, header::AUTHORIZATION);
     let if_none_match = header_text(&request, header::IF_NONE_MATCH);
@@ -140,13 +141,14 @@ async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiErr
             emit: Box::new(emit),
             reply,
         };
-        // A channel without a live task has no sockets: nothing to deliver, nothing to start,
-        // unless it keeps a history (a parked socket may come back for the event, and a data
-        // directory may hold sockets from before a restart).
-        let keeps_history = state
-            .config
-            .policy_for(&channel)
-            .is_some_and(|policy| policy.recovery.is_some());
+        // A channel without a live task has no sockets: nothing to deliver, nothing to start.
+        // Unless it keeps its history in the data directory: sockets parked there before a
+        // restart may come back for the event. (In memory, parked sockets keep their task alive.)
+        let keeps_history = state.registry.has_store()
+            && state
+                .config
+                .policy_for(&channel)
+                .is_some_and(|policy| policy.recovery.is_some());
         let sent = match state.config.policy_for(&channel) {
             Some(policy) if keeps_history => {
                 state.registry.send(&channel, policy, command).await;

@@ -2,6 +2,8 @@
 // Switchboard's bench channel, so bench/loadgen can drive it unchanged.
 //
 //   node bench/peers/socketio/server.mjs --port 4001      (env PORT as fallback)
+//   ... --recovery   turns on socket.io's connectionStateRecovery (2 minutes, skipMiddlewares), for
+//                    bench/storm.mjs
 //
 // - Engine.IO v4 / Socket.IO v5 at /socket.io/chats/bench/ (default transports)
 // - client emits `tick` with any args  -> io.emit("tick", ...args) (sender included)
@@ -88,7 +90,10 @@ const httpServer = http.createServer((req, res) => {
   reply(res, 404, { error: "not found" });
 });
 
+const recovery = process.argv.includes("--recovery");
+
 io = new Server(httpServer, {
+  ...(recovery ? { connectionStateRecovery: { maxDisconnectionDuration: 2 * 60 * 1000, skipMiddlewares: true } } : {}),
   path: "/socket.io/chats/bench",
   serveClient: false,
   pingInterval: 25000,

@@ -80,7 +80,9 @@ pub use engine::{
 pub use snapshot::{CallSnapshot, CallSnapshotKind};
 pub use snapshot::{SessionSnapshot, SocketSnapshot};
 use sockets::SocketLayer;
-pub use sockets::recovery::{HistoryError, HistoryEvent, MAX_PARKED_SOCKETS, StoreOp, StoredState};
+pub use sockets::recovery::{
+    HistoryError, HistoryEvent, MAX_PARKED_SOCKETS, RecoveryStats, StoreOp, StoredState,
+};
 pub use sockets::{ERROR_EVENT, HOOK_FAILED_MESSAGE, MAX_CALLS_PER_SOCKET, MAX_GRANTED_ROOMS};
 
 /// A host-chosen name for one WebSocket connection or one HTTP request; unique within a channel.
@@ -510,6 +512,11 @@ impl Channel {
     /// they are parked from `now`. Returns problems worth a log line (unreadable rows, skipped).
     pub fn load_stored(&mut self, state: StoredState, now: u64) -> Vec<String> {
         self.sockets.load_recovery(state, now)
+    }
+
+    /// How much connection-state recovery keeps, on a channel that has it.
+    pub fn recovery_stats(&self) -> Option<RecoveryStats> {
+        self.sockets.recovery_stats()
     }
 
     /// Kept events after offset `after` (from the oldest without it), at most `limit`, and the

@@ -588,13 +588,9 @@ impl SocketLayer {
         for emit in answer.emits {
             match emit.target {
                 Target::Sender => {
-                    // To the sender alone, as socket.io's `socket.emit`: not kept for recovery.
                     if let Some(sender) = sender {
-                        let count = emit.attachments.len();
-                        let frames = frames_of(
-                            &socketio::Packet::event(namespace, emit.args, None, count),
-                            emit.attachments,
-                        );
+                        let frames =
+                            self.sender_frames(sender, namespace, emit.args, emit.attachments, now);
                         engine.send(sender, &frames);
                     }
                 }

@@ -41,7 +41,7 @@ pub use handlers::{ERROR_EVENT, HOOK_FAILED_MESSAGE, MAX_CALLS_PER_SOCKET};
 use handlers::{HookAdmission, PendingCall, disconnect_reason};
 use namespace::Namespace;
 use recovery::{
-    HistoryError, HistoryEvent, Recovery, SocketRecovery, StoreOp, StoredState, keeps_state,
+    Claim, HistoryError, HistoryEvent, Recovery, SocketRecovery, StoreOp, StoredState, keeps_state,
 };
 pub use socket::{BINARY_DEADLINE_MS, MAX_GRANTED_ROOMS};
 use socket::{
@@ -398,12 +398,15 @@ impl SocketLayer {
             return;
         };
         if let Some(existing) = session.sockets.get(namespace) {
-            // Already connected: confirm again rather than create a second socket.
-            let frames = frames_of(
-                &socketio::Packet::connect_ok(namespace, &existing.id),
-                Vec::new(),
-            );
-            engine.send(key, &frames);
+            // Already connected: confirm again rather than create a second socket (with its
+            // private id: a reply without one would make the client forget it).
+            let reply = match &existing.recovery {
+                Some(state) => {
+                    socketio::Packet::connect_ok_recoverable(namespace, &existing.id, &state.pid)
+                }
+                None => socketio::Packet::connect_ok(namespace, &existing.id),
+            };
+            engine.send(key, &frames_of(&reply, Vec::new()));
             return;
         }
         if self.connect_pending(key, namespace) {
@@ -447,6 +450,10 @@ impl SocketLayer {
         } else {
             Grant::default()
         };
+        // A token checked again must be the same user's: anyone else connects as new.
+        let recovering = recovering.filter(|record| {
+            skip_checks || !self.policy.auth.needs_token() || record.user == grant.subject
+        });
         if let Some(reason) = self.full() {
             Self::refuse_connect(engine, key, namespace, &reason);
             return;
@@ -524,11 +531,23 @@ impl SocketLayer {
         if !self.sessions.contains_key(&key) {
             return;
         }
-        // The parked socket this CONNECT recovers, with the events it missed.
+        // The parked socket this CONNECT recovers, with the events it missed: the same user's,
+        // and only the rooms its token (checked again) still grants, unless clients may join
+        // rooms on their own.
+        let user = hook
+            .as_ref()
+            .and_then(|hook| hook.user.as_deref())
+            .or(grant.subject.as_deref());
+        let claim = Claim {
+            sid: &socket_id,
+            user,
+            granted_rooms: (self.policy.auth.needs_token() && !self.policy.client_rooms)
+                .then_some(grant.rooms.as_slice()),
+        };
         let recovered = self
             .recovery
             .as_mut()
-            .and_then(|recovery| recovery.take(auth, namespace, &socket_id, now));
+            .and_then(|recovery| recovery.take(auth, namespace, &claim, now));
         let recovery_state = match (&recovered, &mut self.recovery) {
             (Some((pid, _, _)), Some(recovery)) => Some(Box::new(SocketRecovery {
                 pid: pid.clone(),
@@ -866,11 +885,7 @@ impl SocketLayer {
                     }
                 }
                 Action::EmitToSender { args, attachments } => {
-                    let count = attachments.len();
-                    let frames = frames_of(
-                        &socketio::Packet::event(namespace, args, None, count),
-                        attachments,
-                    );
+                    let frames = self.sender_frames(key, namespace, args, attachments, now);
                     engine.send(key, &frames);
                 }
                 Action::Broadcast {
@@ -942,6 +957,36 @@ impl SocketLayer {
         if let Some(state) = &socket.recovery {
             recovery.socket_changed(&state.pid, &socket.record(namespace, state.since));
         }
+    }
+
+    /// Encodes an event for the socket of session `key` alone. On a channel with recovery it is
+    /// kept too, addressed to the socket's id, as socket.io keeps `socket.emit` then: the client
+    /// takes every event's last string argument for its offset.
+    fn sender_frames(
+        &mut self,
+        key: SessionKey,
+        namespace: &str,
+        args: Value,
+        attachments: Vec<Bytes>,
+        now: u64,
+    ) -> Frames {
+        let socket_id = match (&self.recovery, self.socket(key, namespace)) {
+            (Some(_), Some(socket)) => socket.id.clone(),
+            _ => {
+                let count = attachments.len();
+                return frames_of(
+                    &socketio::Packet::event(namespace, args, None, count),
+                    attachments,
+                );
+            }
+        };
+        let audience = Audience {
+            rooms: vec![socket_id],
+            except: Vec::new(),
+            except_sender: false,
+        };
+        self.broadcast_frames(namespace, args, attachments, &audience, None, now)
+            .0
     }
 
     /// Encodes an event for a broadcast once. On a channel with recovery, the event gets the
@@ -1313,6 +1358,10 @@ impl SocketLayer {
             },
             now,
         )
+    }
+
+    pub fn recovery_stats(&self) -> Option<recovery::RecoveryStats> {
+        self.recovery.as_ref().map(|recovery| recovery.stats())
     }
 
     pub fn history(

@@ -85,6 +85,19 @@ pub(crate) struct SocketRecovery {
     pub since: u64,
 }
 
+/// Who a CONNECT that may recover a parked socket turned out to be, once its token (and connect
+/// hook) were checked.
+#[derive(Debug)]
+pub(crate) struct Claim<'a> {
+    /// The socket id it is admitted under.
+    pub sid: &'a str,
+    /// Its user: a parked socket is only recovered for the same one.
+    pub user: Option<&'a str>,
+    /// What a token checked again grants now: rooms granted before and not now are dropped.
+    /// `None` when nothing was checked again, or clients may join any room themselves.
+    pub granted_rooms: Option<&'a [String]>,
+}
+
 /// A socket's recoverable state, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SocketRecord {
@@ -150,6 +163,14 @@ pub struct HistoryEvent {
     pub emitted_at: u64,
 }
 
+/// How much a channel's recovery keeps (for stats and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct RecoveryStats {
+    pub events: usize,
+    pub bytes: usize,
+    pub parked_sockets: usize,
+}
+
 /// Why a history request cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HistoryError {
@@ -157,6 +178,8 @@ pub enum HistoryError {
     Off,
     #[error("offset {0:?} is not one of this channel's, or is older than its history")]
     UnknownOffset(String),
+    #[error("offset {0:?} is not an offset (they read <epoch>.<number>)")]
+    InvalidOffset(String),
 }
 
 /// Why a reconnecting client could not be recovered; it connects as a new socket.
@@ -230,11 +253,14 @@ impl Recovery {
         events.sort_by_key(|(seq, _)| *seq);
         self.history.clear();
         self.history_bytes = 0;
+        // Offsets are never handed out twice, even past a row that cannot be read.
+        if let Some((newest, _)) = events.last() {
+            self.next_seq = self.next_seq.max(newest.saturating_add(1));
+        }
         for (seq, record) in events {
             match decode_event(seq, &record) {
                 Some(recorded) => {
                     self.history_bytes += recorded.bytes;
-                    self.next_seq = seq + 1;
                     self.history.push_back(recorded);
                 }
                 None => problems.push(format!("stored event {seq} is unreadable; skipped")),
@@ -248,7 +274,10 @@ impl Recovery {
                         if is_live(&record.namespace, &record.sid) {
                             continue;
                         }
+                        // Stored as parked from now, so that the next start does not park it
+                        // again from its own now, and so keep it forever.
                         record.disconnected_at = Some(now);
+                        self.socket_changed(&pid, &record);
                     }
                     parked.push((pid, record));
                 }
@@ -426,6 +455,16 @@ impl Recovery {
         self.socket_changed(&pid, &record);
         self.parked_order.push_back((now, pid.clone()));
         self.parked.insert(pid, record);
+        // Entries of sockets recovered since are skipped by `prune` only once they reach the
+        // front; drop them before they pile up behind a live one.
+        if self.parked_order.len() > 2 * self.parked.len() + 16 {
+            let parked = &self.parked;
+            self.parked_order.retain(|(at, pid)| {
+                parked
+                    .get(pid)
+                    .is_some_and(|record| record.disconnected_at == Some(*at))
+            });
+        }
         self.prune(now);
     }
 
@@ -473,15 +512,28 @@ impl Recovery {
         &mut self,
         auth: Option<&Value>,
         namespace: &str,
-        sid: &str,
+        claim: &Claim<'_>,
         now: u64,
     ) -> Option<(String, SocketRecord, Vec<Frames>)> {
         let record = self.find(auth, namespace, now).ok().flatten()?;
-        if record.sid != sid {
+        // The socket is recovered for the same user, under its old id; anyone else is new.
+        if record.sid != claim.sid || record.user.as_deref() != claim.user {
             return None;
         }
         let (pid, offset) = recovery_auth(auth)?;
         let since = self.missed_since(record, offset).ok()?;
+        let pid = pid.to_string();
+        let mut record = self.parked.remove(&pid)?;
+        // Rooms its new token no longer grants are not given back, nor what was sent to them.
+        if let Some(granted) = claim.granted_rooms {
+            let revoked: Vec<String> = record
+                .granted_rooms
+                .iter()
+                .filter(|room| !granted.contains(room))
+                .cloned()
+                .collect();
+            record.rooms.retain(|room| !revoked.contains(room));
+        }
         let mut member_of: Vec<&str> = record.rooms.iter().map(String::as_str).collect();
         member_of.push(&record.sid);
         let missed = self
@@ -501,8 +553,6 @@ impl Recovery {
             })
             .map(|event| event.frames.clone())
             .collect();
-        let pid = pid.to_string();
-        let record = self.parked.remove(&pid)?;
         Some((pid, record, missed))
     }
 
@@ -520,14 +570,19 @@ impl Recovery {
                 .ok_or(NotRecovered::OffsetTooOld)?,
             None => record.since,
         };
+        if !self.reaches_back_to(since) {
+            return Err(NotRecovered::OffsetTooOld);
+        }
+        Ok(since)
+    }
+
+    /// Whether every event after `seq` is still kept (and `seq` is one this channel handed out).
+    fn reaches_back_to(&self, seq: u64) -> bool {
         let oldest = self
             .history
             .front()
             .map_or(self.next_seq, |event| event.seq);
-        if since + 1 < oldest || since >= self.next_seq {
-            return Err(NotRecovered::OffsetTooOld);
-        }
-        Ok(since)
+        seq >= oldest.saturating_sub(1) && seq < self.next_seq
     }
 
     fn parse_offset(&self, offset: &str) -> Option<u64> {
@@ -545,14 +600,11 @@ impl Recovery {
         let since = match after {
             None => 0,
             Some(offset) => {
-                let seq = self
-                    .parse_offset(offset)
-                    .ok_or_else(|| HistoryError::UnknownOffset(offset.to_string()))?;
-                let oldest = self
-                    .history
-                    .front()
-                    .map_or(self.next_seq, |event| event.seq);
-                if seq + 1 < oldest || seq >= self.next_seq {
+                let (epoch, seq) = offset
+                    .rsplit_once('.')
+                    .and_then(|(epoch, seq)| Some((epoch, seq.parse::<u64>().ok()?)))
+                    .ok_or_else(|| HistoryError::InvalidOffset(offset.to_string()))?;
+                if epoch != self.epoch || !self.reaches_back_to(seq) {
                     return Err(HistoryError::UnknownOffset(offset.to_string()));
                 }
                 seq
@@ -565,6 +617,15 @@ impl Recovery {
             .take(limit)
             .map(|event| self.shown(event))
             .collect())
+    }
+
+    /// What is kept: events, their bytes, and parked sockets.
+    pub fn stats(&self) -> RecoveryStats {
+        RecoveryStats {
+            events: self.history.len(),
+            bytes: self.history_bytes,
+            parked_sockets: self.parked.len(),
+        }
     }
 
     /// The offset of the newest kept event, if any.

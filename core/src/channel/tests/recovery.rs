@@ -199,7 +199,42 @@ fn the_history_keeps_its_bounds_the_oldest_going_first() {
 }
 
 #[test]
-fn acked_emits_and_events_to_the_sender_alone_are_not_kept() {
+fn a_burst_of_100_000_events_and_10_001_parked_sockets_stay_within_the_bounds() {
+    let mut h = recovery_harness(|recovery| {
+        recovery.max_events = 1_000;
+        recovery.max_bytes = 200_000;
+    });
+    for i in 0..100_000 {
+        emit(&mut h, &[], json!(["burst", "x".repeat(i % 500), i]));
+        if i % 10_000 == 0 {
+            let stats = h.channel.recovery_stats().unwrap();
+            assert!(stats.events <= 1_000 && stats.bytes <= 200_000, "{stats:?}");
+        }
+    }
+    let stats = h.channel.recovery_stats().unwrap();
+    assert!(stats.events <= 1_000 && stats.bytes <= 200_000, "{stats:?}");
+    assert!(stats.events > 100, "{stats:?}");
+    // The newest are the ones kept.
+    let (kept, _) = h.channel.history(None, usize::MAX).unwrap();
+    assert_eq!(kept.last().unwrap().event[2], json!(99_999));
+    for conn in 0..=(MAX_PARKED_SOCKETS as u64) {
+        connect_with(&mut h, 100 + conn, None);
+        h.channel.handle_ws_closed(100 + conn, h.now);
+        h.outputs();
+    }
+    assert_eq!(
+        h.channel.recovery_stats().unwrap().parked_sockets,
+        MAX_PARKED_SOCKETS
+    );
+    // Past the window everything parked goes, and the channel may be dropped.
+    h.advance(RecoveryPolicy::default().window_ms + 1);
+    let stats = h.channel.recovery_stats().unwrap();
+    assert_eq!(stats.parked_sockets, 0);
+    assert!(!h.channel.holds_recovery_state());
+}
+
+#[test]
+fn acked_emits_are_not_kept_and_relays_are() {
     let mut h = recovery_harness(|_| {});
     let (reply, _) = connect_with(&mut h, 1, None);
     let socket = reply["sid"].as_str().unwrap().to_string();
@@ -249,6 +284,12 @@ fn a_durable_host_gets_one_batch_per_input_and_a_reload_recovers() {
     };
     let problems = h.channel.load_stored(store.state(), h.now);
     assert!(problems.is_empty(), "{problems:?}");
+    // The socket stored as connected is stored again as parked from now, so that a later start
+    // does not park it afresh.
+    let reparked = h.outputs();
+    store.apply_all(&reparked);
+    let record = &store.sockets[reply["pid"].as_str().unwrap()];
+    assert!(record.contains("\"disconnected_at\":2000"), "{record}");
     let (again, after) = connect_with(&mut h, 7, Some(json!({ "pid": reply["pid"] })));
     assert_eq!(again["sid"], reply["sid"]);
     assert_eq!(events(&after).len(), 1);
@@ -334,4 +375,135 @@ impl MemoryStore {
                 .collect(),
         }
     }
+}
+
+/// A private channel with recovery, where clients join only the rooms their token grants.
+fn private_recovery() -> Harness {
+    use crate::config::{AuthMode, ChannelPattern, Secret};
+    let mut h = Harness::relay_with(RelayMode::All, |policy| {
+        policy.auth = AuthMode::Private;
+        policy.jwt_secret = Some(Secret::new("k"));
+        policy.pattern = Some(ChannelPattern::parse("private/:id").unwrap());
+        policy.client_rooms = false;
+        policy.recovery = Some(RecoveryPolicy::default());
+    });
+    h.channel = Channel::new(
+        "private/7",
+        h.channel.policy().clone(),
+        Box::new(crate::testing::SequenceRandom::new(5)),
+    );
+    h
+}
+
+fn grant(h: &Harness, sub: &str, rooms: &[&str]) -> String {
+    super::signed(
+        json!({"sub": sub, "exp": h.now / 1000 + 60, "channels": ["private/:id"], "rooms": rooms}),
+        "k",
+    )
+}
+
+#[test]
+fn a_token_checked_again_decides_who_recovers_and_which_rooms_come_back() {
+    let mut h = private_recovery();
+    let token = grant(&h, "ada", &["vip"]);
+    let (reply, _) = connect_with(&mut h, 1, Some(json!({ "token": token })));
+    h.text(1, r#"421["switchboard:join","vip"]"#);
+    h.outputs();
+    assert_eq!(h.channel.room_members("/", "vip").len(), 1);
+    h.channel.handle_ws_closed(1, h.now);
+    emit(&mut h, &["vip"], json!(["secret"]));
+    h.outputs();
+    // Someone else's token with Ada's pid: a new socket.
+    let mallory = grant(&h, "mallory", &["vip"]);
+    let (other, _) = connect_with(
+        &mut h,
+        2,
+        Some(json!({ "token": mallory, "pid": reply["pid"] })),
+    );
+    assert_ne!(other["sid"], reply["sid"]);
+    // Ada again, with a token that no longer grants vip: her socket, without vip or its events.
+    let demoted = grant(&h, "ada", &[]);
+    let (again, after) = connect_with(
+        &mut h,
+        3,
+        Some(json!({ "token": demoted, "pid": reply["pid"] })),
+    );
+    assert_eq!(again["sid"], reply["sid"]);
+    assert!(events(&after).is_empty(), "{after:?}");
+    assert!(h.channel.room_members("/", "vip").is_empty());
+}
+
+#[test]
+fn hostile_offsets_and_a_repeated_connect_are_handled() {
+    let mut h = recovery_harness(|_| {});
+    let (reply, _) = connect_with(&mut h, 1, None);
+    let offset = emit(&mut h, &[], json!(["e"])).offset.unwrap();
+    let epoch = offset.split('.').next().unwrap().to_string();
+    h.outputs();
+    // A second CONNECT to the same namespace confirms again, pid included.
+    h.text(1, "40");
+    let again: Value = serde_json::from_str(&texts(&h.outputs(), 1)[0][2..]).unwrap();
+    assert_eq!(again, reply);
+    h.channel.handle_ws_closed(1, h.now);
+    for hostile in [
+        format!("{epoch}.18446744073709551615"),
+        format!("{epoch}.-1"),
+        format!("{epoch}."),
+        ".".to_string(),
+        String::new(),
+    ] {
+        let (fresh, _) = connect_with(
+            &mut h,
+            10,
+            Some(json!({ "pid": reply["pid"], "offset": hostile })),
+        );
+        assert_ne!(fresh["sid"], reply["sid"]);
+        h.channel.handle_ws_closed(10, h.now);
+        h.outputs();
+    }
+    assert!(matches!(
+        h.channel.history(Some("not-an-offset"), 1),
+        Err(HistoryError::InvalidOffset(_))
+    ));
+    assert!(matches!(
+        h.channel
+            .history(Some(&format!("{epoch}.18446744073709551615")), 1),
+        Err(HistoryError::UnknownOffset(_))
+    ));
+    // The real offset still recovers.
+    let (back, _) = connect_with(
+        &mut h,
+        11,
+        Some(json!({ "pid": reply["pid"], "offset": offset })),
+    );
+    assert_eq!(back["sid"], reply["sid"]);
+}
+
+#[test]
+fn events_to_the_sender_alone_are_kept_for_it() {
+    // The protocol test server answers `message` to its sender alone.
+    let mut h = Harness::relay_with(RelayMode::All, |policy| {
+        policy.behaviour = BehaviourKind::Conformance;
+        policy.recovery = Some(RecoveryPolicy::default());
+    });
+    h.channel = Channel::new(
+        "x",
+        h.channel.policy().clone(),
+        Box::new(crate::testing::SequenceRandom::new(5)),
+    );
+    let (reply, after) = connect_with(&mut h, 1, None);
+    let socket = reply["sid"].as_str().unwrap().to_string();
+    h.text(1, r#"42["message","hi"]"#);
+    let back = events(&texts(&h.outputs(), 1));
+    let connect_event = events(&after);
+    assert_eq!(connect_event[0][0], json!("auth"));
+    assert_eq!(back[0][0], json!("message-back"));
+    // Both carry their offset last, so the client's offset stays one of the channel's.
+    let (kept, latest) = h.channel.history(None, 10).unwrap();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|event| event.rooms == vec![socket.clone()]));
+    assert_eq!(
+        back[0].as_array().unwrap().last().unwrap(),
+        &json!(latest.unwrap())
+    );
 }
