@@ -107,8 +107,14 @@ impl EngineSession {
 /// What waits for a polling session's next GET, bounded like a WebSocket's outbox: at most
 /// [`MAX_QUEUED_PACKETS`] packets and [`MAX_QUEUED_BYTES`] bytes (as encoded in a polling body).
 /// A session whose client does not poll fast enough is closed as too slow, never buffered.
+///
+/// Allocated on first use: a WebSocket session (nearly every idle one) never queues here, and
+/// pays one pointer for it.
 #[derive(Debug, Default)]
-pub(crate) struct PollQueue {
+pub(crate) struct PollQueue(Option<Box<Queued>>);
+
+#[derive(Debug, Default)]
+struct Queued {
     messages: VecDeque<Frames>,
     packets: usize,
     bytes: usize,
@@ -120,31 +126,35 @@ pub(crate) struct QueueFull;
 
 impl PollQueue {
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
+        self.0
+            .as_ref()
+            .is_none_or(|queued| queued.messages.is_empty())
     }
 
     /// Queues one message (a packet and its binary attachments) that takes `bytes` in a polling
     /// body ([`body_len`], computed once per broadcast, not per recipient). The first message of
     /// an empty queue is always taken, whatever its size: `max_payload` bounds it already.
     pub fn push(&mut self, frames: &Frames, bytes: usize) -> Result<(), QueueFull> {
-        if !self.messages.is_empty()
-            && (self.packets + frames.len() > MAX_QUEUED_PACKETS
-                || self.bytes + bytes > MAX_QUEUED_BYTES)
+        let queued = self.0.get_or_insert_with(Box::default);
+        if !queued.messages.is_empty()
+            && (queued.packets + frames.len() > MAX_QUEUED_PACKETS
+                || queued.bytes + bytes > MAX_QUEUED_BYTES)
         {
             return Err(QueueFull);
         }
-        self.packets += frames.len();
-        self.bytes += bytes;
-        self.messages.push_back(frames.clone());
+        queued.packets += frames.len();
+        queued.bytes += bytes;
+        queued.messages.push_back(frames.clone());
         Ok(())
     }
 
     /// The next GET's body: whole messages from the front, as many as fit in `max_body` bytes,
     /// and always at least one. The rest waits for the next GET, as engine.io does.
     pub fn take_body(&mut self, max_body: u64) -> Option<bytes::Bytes> {
+        let queued = self.0.as_mut()?;
         let mut taken = 0;
         let mut size = 0usize;
-        for frames in &self.messages {
+        for frames in &queued.messages {
             let next = body_len(frames);
             if taken > 0 && (size + next) as u64 > max_body {
                 break;
@@ -156,22 +166,25 @@ impl PollQueue {
             return None;
         }
         let body = engineio::encode_payload(
-            self.messages
+            queued
+                .messages
                 .range(..taken)
                 .flat_map(|frames| frames.iter()),
         );
-        for frames in self.messages.drain(..taken) {
-            self.packets -= frames.len();
-            self.bytes -= body_len(&frames);
+        for frames in queued.messages.drain(..taken) {
+            queued.packets -= frames.len();
+            queued.bytes -= body_len(&frames);
         }
         Some(body)
     }
 
-    /// Everything queued, in order (the session upgraded to WebSocket).
+    /// Everything queued, in order (the session upgraded to WebSocket); the queue's memory goes.
     pub fn take_all(&mut self) -> impl Iterator<Item = Frames> + use<> {
-        self.packets = 0;
-        self.bytes = 0;
-        std::mem::take(&mut self.messages).into_iter()
+        self.0
+            .take()
+            .map(|queued| queued.messages)
+            .unwrap_or_default()
+            .into_iter()
     }
 }
 
@@ -181,4 +194,18 @@ pub(crate) fn body_len(frames: &Frames) -> usize {
         .iter()
         .map(|frame| engineio::record_len(frame) + 1)
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every session carries one (see `a_socket_stays_small`): a WebSocket session's poll queue
+    /// is one pointer.
+    #[test]
+    fn a_session_stays_small() {
+        assert_eq!(
+            std::mem::size_of::<super::PollQueue>(),
+            std::mem::size_of::<usize>()
+        );
+        assert!(std::mem::size_of::<super::EngineSession>() <= 160);
+    }
 }

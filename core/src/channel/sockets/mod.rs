@@ -43,10 +43,10 @@ use namespace::Namespace;
 use recovery::{
     Claim, HistoryError, HistoryEvent, Recovery, SocketRecovery, StoreOp, StoredState, keeps_state,
 };
-pub use socket::{BINARY_DEADLINE_MS, MAX_GRANTED_ROOMS};
 use socket::{
-    HookData, PartialPacket, PendingAck, RateVerdict, SioSession, SocketMap, SocketState,
+    Allowance, HookData, PartialPacket, PendingAck, RateVerdict, SioSession, SocketMap, SocketState,
 };
+pub use socket::{BINARY_DEADLINE_MS, MAX_GRANTED_ROOMS};
 pub use tokens::REFRESH_EVENT;
 use webhooks::Webhooks;
 
@@ -571,7 +571,6 @@ impl SocketLayer {
         socket.granted_rooms = grant.rooms;
         socket.expires_at = grant.expires_at_ms;
         socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
-        socket.allowance = Some((self.policy.events_per_second.saturating_mul(1000), now));
         let mut hook_rooms = Vec::new();
         if let Some(hook) = hook {
             if hook.user.is_some() {
@@ -1293,8 +1292,7 @@ impl SocketLayer {
                     user: socket.user,
                     granted_rooms: socket.granted_rooms,
                     expires_at: socket.expires_at,
-                    allowance: None,
-                    refused_in_a_row: 0,
+                    allowance: Allowance::default(),
                     next_ack_id: socket.next_ack_id,
                     pending_acks: socket
                         .pending_acks
