@@ -320,6 +320,7 @@ impl DurableObject for ChannelObject {
                             id,
                             query.sid.as_deref(),
                             origin.as_deref(),
+                            now,
                         ),
                     }
                 }

@@ -730,7 +730,7 @@ impl Host {
                 let sid = self.sid(*session);
                 let request = self.new_request();
                 self.channel
-                    .handle_polling_too_large(request, sid.as_deref(), None);
+                    .handle_polling_too_large(request, sid.as_deref(), None, self.now);
                 self.after_input("polling too large", budget);
             }
             Step::Abort { request } => {

@@ -504,6 +504,7 @@ impl ChannelActor {
                         request,
                         sid.as_deref(),
                         origin.as_deref(),
+                        now,
                     ),
                 }
             }

@@ -640,10 +640,11 @@ impl Channel {
         request: ConnId,
         sid: Option<&str>,
         origin: Option<&str>,
+        now: u64,
     ) {
         let cors = cors_headers(self.engine.policy(), origin);
         self.engine.handle_polling_too_large(request, sid, cors);
-        self.route_events(0);
+        self.route_events(now);
     }
 
     /// The client gave up on a request (connection dropped). A held GET going away ends its session,

@@ -403,19 +403,28 @@ impl Recovery {
                 .is_some_and(|event| event.emitted_at.saturating_add(self.policy.window_ms) > now);
     }
 
-    /// When something kept runs out of its window: the next [`Recovery::prune`] is due then.
+    /// When something kept runs out of its window: the next [`Recovery::prune`] is due then. Each
+    /// of these is after the last prune's `now`, so a host never finds a timer already due.
     pub fn next_deadline(&self) -> Option<u64> {
         let window = self.policy.window_ms;
+        // The oldest parked socket goes.
         let parked = self
             .parked_order
             .front()
             .map(|(at, _)| at.saturating_add(window).saturating_add(1));
-        let history = self
+        // The oldest event goes (never the newest: its offset says where the history stands).
+        let oldest_event = self
             .history
             .front()
-            .filter(|_| self.holds_state)
+            .filter(|_| self.history.len() > 1)
             .map(|event| event.emitted_at.saturating_add(window).saturating_add(1));
-        parked.into_iter().chain(history).min()
+        // Nothing is parked, and the newest event leaves the window: nothing is held any more.
+        let released = self
+            .history
+            .back()
+            .filter(|_| self.holds_state && self.parked.is_empty())
+            .map(|event| event.emitted_at.saturating_add(window));
+        [parked, oldest_event, released].into_iter().flatten().min()
     }
 
     /// Whether the channel still keeps something a client could come back for. A host that
