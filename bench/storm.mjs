@@ -22,7 +22,7 @@ const arg = (name, fallback) => {
   const index = process.argv.indexOf(`--${name}`);
   return index > 0 ? process.argv[index + 1] : fallback;
 };
-const URL = arg("url", "http://127.0.0.1:4100");
+const SERVER = arg("url", "http://127.0.0.1:4100");
 const CLIENTS = Number(arg("clients", 1000));
 const RATE = Number(arg("rate", 50));
 const RESTART = arg("restart", null);
@@ -35,11 +35,13 @@ async function emitter() {
   while (emitting) {
     const seq = ++emitted;
     try {
-      await fetch(`${URL}/emit`, {
+      const response = await fetch(`${SERVER}/emit`, {
         method: "POST",
         headers: { authorization: "Bearer bench-secret", "content-type": "application/json" },
         body: JSON.stringify({ channel: "chats/bench", event: "tick", data: seq }),
       });
+      // A server still starting may refuse it: then it was never emitted either.
+      if (!response.ok) throw new Error(`emit: ${response.status}`);
     } catch {
       // The server is down (restart): this sequence number never existed for anyone.
       emitted--;
@@ -52,7 +54,7 @@ async function emitter() {
 
 const clients = [];
 for (let i = 0; i < CLIENTS; i++) {
-  const socket = io(URL, {
+  const socket = io(SERVER, {
     path: "/socket.io/chats/bench",
     transports: ["websocket"],
     forceNew: true,
@@ -82,7 +84,7 @@ const flowing = emitter();
 while (clients.some((client) => client.seen.length < 5)) await sleep(20);
 
 const dropAt = Date.now();
-if (RESTART) execSync(RESTART, { stdio: "inherit" });
+if (RESTART) execSync(RESTART, { stdio: "inherit", shell: "/bin/bash" });
 else for (const client of clients) client.socket.io.engine.close();
 
 /** A client is whole once it is recovered and holds every sequence number from its first on. */
