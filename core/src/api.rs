@@ -35,9 +35,9 @@ use subtle::ConstantTimeEq;
 use crate::behaviour::RESERVED_PREFIX;
 use crate::channel::{
     AckFailure, AckRequest, Channel, EmitError, HistoryError, HistoryEvent, Occupancy, Output,
-    ServerEmit,
+    PresenceError, PresencePage, ServerEmit,
 };
-use crate::config::{Config, validate_channel_name};
+use crate::config::{ChannelPolicy, Config, validate_channel_name};
 use crate::http::{HttpResponse, Method, Route};
 use crate::socketio::RESERVED_EVENTS;
 
@@ -168,7 +168,10 @@ pub fn admit(
 ) -> Result<(), ApiError> {
     match (route, method) {
         (Route::Emit, Method::Post)
-        | (Route::ChannelInfo(_) | Route::ChannelHistory(_), Method::Get)
+        | (
+            Route::ChannelInfo(_) | Route::ChannelHistory(_) | Route::ChannelPresence(_),
+            Method::Get,
+        )
         | (Route::Debug { .. }, Method::Post) => {}
         (Route::Emit | Route::Debug { .. }, _) => return Err(ApiError::method_not_allowed("POST")),
         _ => return Err(ApiError::method_not_allowed("GET")),
@@ -648,23 +651,27 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
-/// `/channels/<x>/history` names the history of channel `x`, unless `x` is no channel and
-/// `x/history` is one: then it is that channel's information, as before history existed.
+/// `/channels/<x>/history` names the history of channel `x` (and `/channels/<x>/presence` its
+/// members), unless `x` is no channel and `x/history` is one: then it is that channel's
+/// information, as before history and presence existed.
 pub fn resolve_channel_route(route: Route, config: &Config) -> Route {
-    match route {
-        Route::ChannelHistory(channel) if config.policy_for(&channel).is_none() => {
-            let whole = if channel.is_empty() {
-                "history".to_string()
-            } else {
-                format!("{channel}/history")
-            };
-            if config.policy_for(&whole).is_some() {
-                Route::ChannelInfo(whole)
-            } else {
-                Route::ChannelHistory(channel)
-            }
-        }
-        route => route,
+    let (channel, suffix) = match &route {
+        Route::ChannelHistory(channel) => (channel, "history"),
+        Route::ChannelPresence(channel) => (channel, "presence"),
+        _ => return route,
+    };
+    if config.policy_for(channel).is_some() {
+        return route;
+    }
+    let whole = if channel.is_empty() {
+        suffix.to_string()
+    } else {
+        format!("{channel}/{suffix}")
+    };
+    if config.policy_for(&whole).is_some() {
+        Route::ChannelInfo(whole)
+    } else {
+        route
     }
 }
 
@@ -692,6 +699,35 @@ pub fn parse_history_query(query: Option<&str>) -> Result<HistoryQuery, ApiError
         }
     }
     Ok(parsed)
+}
+
+/// The `GET /channels/<channel>/presence` answer: a page of the channel's members (`after`, the
+/// previous page's `next`; `limit`, at most the channel's page size).
+pub fn presence_response(channel: &str, page: Result<PresencePage, PresenceError>) -> HttpResponse {
+    match page {
+        Ok(page) => HttpResponse::json(
+            200,
+            &json!({
+                "channel": display_channel(channel),
+                "count": page.count,
+                "members": page.members,
+                "next": page.next,
+            }),
+        ),
+        Err(error) => {
+            let (status, code, field) = match &error {
+                PresenceError::Off => (404, "presence_off", None),
+                PresenceError::InvalidCursor(_) => (400, "invalid_cursor", Some("after".into())),
+            };
+            ApiError {
+                status,
+                code,
+                field,
+                message: error.to_string(),
+            }
+            .response()
+        }
+    }
 }
 
 /// The `GET /channels/<channel>/history` answer, from what the channel keeps.
@@ -741,17 +777,24 @@ pub fn history_response(
 }
 
 /// The `GET /channels/<channel>` answer.
-pub fn occupancy_response(channel: &str, occupancy: &Occupancy) -> HttpResponse {
+/// `policy` is the channel's: a channel with presence reports its member count (0 when it is not
+/// live).
+pub fn occupancy_response(
+    channel: &str,
+    occupancy: &Occupancy,
+    policy: &ChannelPolicy,
+) -> HttpResponse {
     let sockets: usize = occupancy.namespaces.values().map(|ns| ns.sockets).sum();
-    HttpResponse::json(
-        200,
-        &json!({
-            "channel": display_channel(channel),
-            "connections": occupancy.connections,
-            "sockets": sockets,
-            "namespaces": occupancy.namespaces,
-        }),
-    )
+    let mut body = json!({
+        "channel": display_channel(channel),
+        "connections": occupancy.connections,
+        "sockets": sockets,
+        "namespaces": occupancy.namespaces,
+    });
+    if policy.presence.is_some() {
+        body["members"] = json!(occupancy.members.unwrap_or(0));
+    }
+    HttpResponse::json(200, &body)
 }
 
 /// The `GET /healthz` answer.

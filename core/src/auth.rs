@@ -40,6 +40,8 @@ pub struct Grant {
     /// When the token expires (ms since the epoch): the socket is disconnected then, unless the
     /// client sends a fresh token first (`switchboard:refresh`).
     pub expires_at_ms: Option<u64>,
+    /// The token's `info` claim (a name, an avatar): what presence shows of the user.
+    pub info: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +162,11 @@ pub fn verify_connect(
         subject,
         rooms,
         expires_at_ms: Some(exp.saturating_mul(1000)),
+        info: claims
+            .other
+            .get("info")
+            .filter(|info| !info.is_null())
+            .cloned(),
     })
 }
 

@@ -106,6 +106,119 @@ pub struct ChannelPolicy {
     /// Connection-state recovery: a client that comes back within the window keeps its socket id
     /// and rooms and gets the events it missed. Off unless configured.
     pub recovery: Option<RecoveryPolicy>,
+    /// Presence: who is in the channel, as users rather than sockets. Off unless configured.
+    pub presence: Option<PresencePolicy>,
+}
+
+/// How a channel tracks who is in it (`presence` in a channel's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresencePolicy {
+    /// Most members (users, and anonymous sockets) at once; a socket that would add one more is
+    /// refused at CONNECT.
+    pub max_members: usize,
+    /// Largest member info (a token's `info` claim, or the connect hook's `user.info`), as JSON.
+    pub max_info_bytes: usize,
+    /// Changes within this window go out as one `switchboard:presence` event (0: each at once).
+    pub coalesce_ms: u64,
+    /// Most members one `switchboard:members` answer (or API page) lists.
+    pub page_size: usize,
+    /// On a channel with recovery, how long a socket whose transport dropped stays a member:
+    /// coming back within it makes no leave and no join.
+    pub leave_grace_ms: u64,
+}
+
+impl Default for PresencePolicy {
+    fn default() -> Self {
+        Self {
+            max_members: DEFAULT_PRESENCE_MEMBERS,
+            max_info_bytes: DEFAULT_PRESENCE_INFO_BYTES,
+            coalesce_ms: 0,
+            page_size: DEFAULT_PRESENCE_PAGE,
+            leave_grace_ms: DEFAULT_PRESENCE_LEAVE_GRACE_MS,
+        }
+    }
+}
+
+pub const DEFAULT_PRESENCE_MEMBERS: usize = 10_000;
+pub const DEFAULT_PRESENCE_INFO_BYTES: usize = 1_024;
+pub const DEFAULT_PRESENCE_PAGE: usize = 100;
+/// A socket.io client retries after 0.5 to 1.5 s at first; five seconds covers a blip.
+pub const DEFAULT_PRESENCE_LEAVE_GRACE_MS: u64 = 5_000;
+const MAX_PRESENCE_MEMBERS: u64 = 1_000_000;
+const MAX_PRESENCE_INFO_BYTES: u64 = 64 * 1024;
+const MAX_PRESENCE_PAGE: u64 = 1_000;
+const MAX_PRESENCE_COALESCE_MS: u64 = 60_000;
+
+/// A `presence` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceSpec {
+    max_members: Option<Value>,
+    max_info_bytes: Option<Value>,
+    coalesce: Option<Value>,
+    page_size: Option<Value>,
+    leave_grace: Option<Value>,
+}
+
+fn resolve_presence(
+    value: Option<&Value>,
+    key: &str,
+) -> Result<Option<PresencePolicy>, ConfigError> {
+    let spec: PresenceSpec = match value {
+        None | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => PresenceSpec::default(),
+        Some(table @ Value::Object(_)) => serde_json::from_value(table.clone())
+            .map_err(|err| ConfigError::new(key, err.to_string()))?,
+        Some(_) => {
+            return Err(ConfigError::new(
+                key,
+                "expected true, false, or a table (max_members, max_info_bytes, coalesce, page_size, leave_grace)",
+            ));
+        }
+    };
+    let bounded = |value: Option<&Value>,
+                   name: &str,
+                   min: u64,
+                   max: u64|
+     -> Result<Option<u64>, ConfigError> {
+        let field = format!("{key}.{name}");
+        let number = optional_whole_number(value, &field)?;
+        match number {
+            Some(n) if n < min || n > max => Err(ConfigError::new(
+                field,
+                format!("must be from {min} to {max}"),
+            )),
+            _ => Ok(number),
+        }
+    };
+    let defaults = PresencePolicy::default();
+    Ok(Some(PresencePolicy {
+        max_members: bounded(
+            spec.max_members.as_ref(),
+            "max_members",
+            1,
+            MAX_PRESENCE_MEMBERS,
+        )?
+        .map_or(defaults.max_members, |n| n as usize),
+        max_info_bytes: bounded(
+            spec.max_info_bytes.as_ref(),
+            "max_info_bytes",
+            0,
+            MAX_PRESENCE_INFO_BYTES,
+        )?
+        .map_or(defaults.max_info_bytes, |n| n as usize),
+        coalesce_ms: bounded(
+            spec.coalesce.as_ref(),
+            "coalesce",
+            0,
+            MAX_PRESENCE_COALESCE_MS,
+        )?
+        .unwrap_or(defaults.coalesce_ms),
+        page_size: bounded(spec.page_size.as_ref(), "page_size", 1, MAX_PRESENCE_PAGE)?
+            .map_or(defaults.page_size, |n| n as usize),
+        leave_grace_ms: bounded(spec.leave_grace.as_ref(), "leave_grace", 0, MAX_MILLIS)?
+            .unwrap_or(defaults.leave_grace_ms),
+    }))
 }
 
 /// How a channel keeps what reconnecting clients need (`recovery` in a channel's config).
@@ -227,6 +340,7 @@ impl Default for ChannelPolicy {
             webhooks: WebhookEvents::default(),
             webhook_client_events: Vec::new(),
             recovery: None,
+            presence: None,
         }
     }
 }
@@ -354,14 +468,20 @@ pub struct WebhookEvents {
     pub channel_vacated: bool,
     pub socket_connected: bool,
     pub socket_disconnected: bool,
+    /// A user (or anonymous socket) became a member, on a channel with presence.
+    pub member_added: bool,
+    /// A member's last socket left.
+    pub member_removed: bool,
 }
 
 impl WebhookEvents {
-    pub const NAMES: [&'static str; 4] = [
+    pub const NAMES: [&'static str; 6] = [
         "channel_occupied",
         "channel_vacated",
         "socket_connected",
         "socket_disconnected",
+        "member_added",
+        "member_removed",
     ];
 
     pub fn any(&self) -> bool {
@@ -369,6 +489,8 @@ impl WebhookEvents {
             || self.channel_vacated
             || self.socket_connected
             || self.socket_disconnected
+            || self.member_added
+            || self.member_removed
     }
 }
 
@@ -587,6 +709,7 @@ struct ChannelSpec {
     webhooks: Option<Value>,
     webhook_events: Option<Vec<String>>,
     recovery: Option<Value>,
+    presence: Option<Value>,
 }
 
 /// A `handlers` entry as written.
@@ -604,7 +727,7 @@ struct HandlerSpec {
 pub const EMBEDDED_DEFAULT_VARS: &str = r#"{
     "CHANNELS": {
         "/": { "relay": "all" },
-        "chats/:id": { "relay": "all", "client_rooms": true, "recovery": true }
+        "chats/:id": { "relay": "all", "client_rooms": true, "recovery": true, "presence": true }
     }
 }"#;
 
@@ -917,6 +1040,7 @@ fn resolve_policy(
     }
     let webhooks = resolve_webhooks(spec.webhooks.as_ref(), &field("webhooks"))?;
     let recovery = resolve_recovery(spec.recovery.as_ref(), &field("recovery"))?;
+    let presence = resolve_presence(spec.presence.as_ref(), &field("presence"))?;
     let mut handlers = BTreeMap::new();
     for (event, handler) in spec.handlers.unwrap_or_default() {
         let handler_key = format!("{key}.handlers.\"{event}\"");
@@ -1029,6 +1153,7 @@ fn resolve_policy(
         webhooks,
         webhook_client_events: spec.webhook_events.unwrap_or_default(),
         recovery,
+        presence,
     })
 }
 
@@ -1051,6 +1176,8 @@ fn resolve_webhooks(value: Option<&Value>, key: &str) -> Result<WebhookEvents, C
             "channel_vacated" => events.channel_vacated = true,
             "socket_connected" => events.socket_connected = true,
             "socket_disconnected" => events.socket_disconnected = true,
+            "member_added" => events.member_added = true,
+            "member_removed" => events.member_removed = true,
             other => {
                 return Err(ConfigError::new(
                     key,

@@ -97,6 +97,9 @@ pub enum Route {
     /// `GET /channels/<channel>/history`: the events kept for connection-state recovery
     /// (`/channels/history` is the default channel's).
     ChannelHistory(String),
+    /// `GET /channels/<channel>/presence`: the channel's members (`/channels/presence` is the
+    /// default channel's).
+    ChannelPresence(String),
     /// `GET /healthz`.
     Health,
     /// A file of socket.io-client's browser bundle (see [`crate::client`]).
@@ -123,6 +126,13 @@ pub fn route(path: &str) -> Route {
         if let Some(channel_rest) = trimmed.strip_suffix("/history") {
             return match channel_from_rest(channel_rest) {
                 Some(Ok(channel)) => Route::ChannelHistory(channel),
+                Some(Err(problem)) => Route::BadChannelName(problem),
+                None => Route::NotFound,
+            };
+        }
+        if let Some(channel_rest) = trimmed.strip_suffix("/presence") {
+            return match channel_from_rest(channel_rest) {
+                Some(Ok(channel)) => Route::ChannelPresence(channel),
                 Some(Err(problem)) => Route::BadChannelName(problem),
                 None => Route::NotFound,
             };
@@ -434,6 +444,14 @@ mod tests {
         assert_eq!(
             route("/channels/history"),
             Route::ChannelHistory(String::new())
+        );
+        assert_eq!(
+            route("/channels/chats/1/presence"),
+            Route::ChannelPresence("chats/1".into())
+        );
+        assert_eq!(
+            route("/channels/presence"),
+            Route::ChannelPresence(String::new())
         );
         assert_eq!(route("/channelsx"), Route::NotFound);
         assert_eq!(

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::json;
 use switchboard_core::backend::ClientInfo;
-use switchboard_core::channel::{Channel, ConnId, Output, ServerEmit, StoreOp, StoredState};
+use switchboard_core::channel::{Channel, ConnId, Output, ServerEmit};
 use switchboard_core::config::{BehaviourKind, ChannelPolicy, RecoveryPolicy, RelayMode};
 use switchboard_core::http::Method;
-use switchboard_core::testing::SequenceRandom;
+use switchboard_core::testing::{MemoryStore, SequenceRandom};
 
 #[derive(Debug, Clone)]
 enum Input {
@@ -114,52 +114,6 @@ fn policy(recovery: bool) -> Arc<ChannelPolicy> {
     })
 }
 
-/// What a durable host keeps of a channel's recovery state.
-#[derive(Default)]
-struct Store {
-    epoch: Option<String>,
-    events: std::collections::BTreeMap<u64, Bytes>,
-    sockets: std::collections::BTreeMap<String, String>,
-}
-
-impl Store {
-    fn apply(&mut self, ops: Vec<StoreOp>) {
-        for op in ops {
-            match op {
-                StoreOp::SetEpoch(epoch) => self.epoch = Some(epoch),
-                StoreOp::PutEvent { seq, record } => {
-                    self.events.insert(seq, record);
-                }
-                StoreOp::DeleteEventsThrough { seq } => {
-                    self.events = self.events.split_off(&(seq + 1))
-                }
-                StoreOp::PutSocket { pid, record } => {
-                    self.sockets.insert(pid, record);
-                }
-                StoreOp::DeleteSocket { pid } => {
-                    self.sockets.remove(&pid);
-                }
-            }
-        }
-    }
-
-    fn state(&self) -> StoredState {
-        StoredState {
-            epoch: self.epoch.clone(),
-            events: self
-                .events
-                .iter()
-                .map(|(seq, record)| (*seq, record.clone()))
-                .collect(),
-            sockets: self
-                .sockets
-                .iter()
-                .map(|(pid, record)| (pid.clone(), record.clone()))
-                .collect(),
-        }
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -173,7 +127,7 @@ proptest! {
         if batched {
             channel = channel.with_batched_heartbeats();
         }
-        let mut store = Store::default();
+        let mut store = MemoryStore::default();
         let mut now = 0u64;
         let mut next_request: ConnId = 1_000;
         // Sids handed out by polling handshakes, so later inputs can name real sessions.
@@ -330,7 +284,7 @@ proptest! {
                     Output::Store(ops) => {
                         prop_assert!(recovery, "a store batch without recovery");
                         prop_assert!(!ops.is_empty());
-                        store.apply(ops);
+                        store.apply(&ops);
                     }
                     Output::BackendCall(_) | Output::Warning { .. } => {
                         prop_assert!(false, "no backend is configured: {output:?}");

@@ -26,6 +26,8 @@ pub enum Call {
     Occupancy,
     /// Answers `GET /channels/<channel>/history` as a native server would.
     History { query: HistoryQuery },
+    /// Answers `GET /channels/<channel>/presence` as a native server would.
+    Presence { query: HistoryQuery },
     /// Test-only: forget the channel's memory and rebuild it from the sockets' attachments, as
     /// after hibernation; answers `{"rebuilt_sessions": n}`.
     Rebuild,

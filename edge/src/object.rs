@@ -461,6 +461,20 @@ impl Shared {
                 self.carry_out();
                 response
             }
+            Call::Presence { query } => {
+                self.ensure_live(Some((&key, &policy)));
+                let page = self
+                    .live
+                    .borrow()
+                    .as_ref()
+                    .map(|live| live.channel.presence(query.after.as_deref(), query.limit));
+                let response = match page {
+                    Some(page) => api::presence_response(&key, page),
+                    None => HttpResponse::text(503, "channel unavailable"),
+                };
+                self.carry_out();
+                response
+            }
             Call::Occupancy => {
                 self.ensure_live(Some((&key, &policy)));
                 let occupancy = self

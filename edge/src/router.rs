@@ -191,12 +191,29 @@ async fn api_request(
                 call_channel(env, &channel, &Call::History { query }).await?;
             Ok(HttpResponse::json(200, &answer))
         }
-        Route::ChannelInfo(channel) => {
-            if config.policy_for(&channel).is_none() {
+        Route::ChannelPresence(channel) => {
+            let Some(policy) = config.policy_for(&channel) else {
                 return Err(ApiError::unknown_channel("channel", &channel).response());
+            };
+            let query =
+                api::parse_history_query(request.url().ok().as_ref().and_then(|url| url.query()))
+                    .map_err(|error| error.response())?;
+            if policy.presence.is_none() {
+                return Ok(api::presence_response(
+                    &channel,
+                    Err(switchboard_core::channel::PresenceError::Off),
+                ));
             }
+            let answer: serde_json::Value =
+                call_channel(env, &channel, &Call::Presence { query }).await?;
+            Ok(HttpResponse::json(200, &answer))
+        }
+        Route::ChannelInfo(channel) => {
+            let Some(policy) = config.policy_for(&channel) else {
+                return Err(ApiError::unknown_channel("channel", &channel).response());
+            };
             let occupancy: Occupancy = call_channel(env, &channel, &Call::Occupancy).await?;
-            Ok(api::occupancy_response(&channel, &occupancy))
+            Ok(api::occupancy_response(&channel, &occupancy, policy))
         }
         _ => Ok(HttpResponse::text(404, "not found")),
     }

@@ -120,6 +120,11 @@ pub enum Command {
         query: api::HistoryQuery,
         reply: oneshot::Sender<HttpResponse>,
     },
+    /// Members, for `GET /channels/<channel>/presence`.
+    Presence {
+        query: api::HistoryQuery,
+        reply: oneshot::Sender<HttpResponse>,
+    },
     /// Test-only: drop the channel's in-memory state and rebuild it from the WebSocket sessions'
     /// snapshots, exactly as a Durable Object does after hibernation.
     Rebuild {
@@ -562,6 +567,10 @@ impl ChannelActor {
             Command::History { query, reply } => {
                 let history = self.channel.history(query.after.as_deref(), query.limit);
                 let _ = reply.send(api::history_response(&self.key, history));
+            }
+            Command::Presence { query, reply } => {
+                let page = self.channel.presence(query.after.as_deref(), query.limit);
+                let _ = reply.send(api::presence_response(&self.key, page));
             }
             Command::Rebuild { reply } => {
                 // What the old channel already said is carried out first, as a Durable Object

@@ -54,6 +54,10 @@ pub async fn api_endpoint(state: &AppState, route: Route, request: Request) -> R
             Ok(()) => channel_history(state, channel.clone(), request.uri().query()).await,
             Err(error) => Err(error),
         },
+        Route::ChannelPresence(ref channel) => match admitted() {
+            Ok(()) => channel_presence(state, channel.clone(), request.uri().query()).await,
+            Err(error) => Err(error),
+        },
         // Test-only, and still the API's: they take the API secret.
         Route::Debug {
             ref action,
@@ -172,15 +176,15 @@ async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiErr
 }
 
 async fn channel_info(state: &AppState, channel: String) -> Result<HttpResponse, ApiError> {
-    if state.config.policy_for(&channel).is_none() {
+    let Some(policy) = state.config.policy_for(&channel) else {
         return Err(ApiError::unknown_channel("channel", &channel));
-    }
+    };
     let occupancy = state
         .registry
         .ask_if_live(&channel, |reply| Command::Occupancy { reply })
         .await
         .unwrap_or_default();
-    Ok(api::occupancy_response(&channel, &occupancy))
+    Ok(api::occupancy_response(&channel, &occupancy, policy))
 }
 
 async fn channel_history(
@@ -208,6 +212,38 @@ async fn channel_history(
     Ok(answer
         .await
         .unwrap_or_else(|_| HttpResponse::text(503, "channel unavailable")))
+}
+
+async fn channel_presence(
+    state: &AppState,
+    channel: String,
+    query: Option<&str>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(policy) = state.config.policy_for(&channel) else {
+        return Err(ApiError::unknown_channel("channel", &channel));
+    };
+    let query = api::parse_history_query(query)?;
+    if policy.presence.is_none() {
+        return Ok(api::presence_response(
+            &channel,
+            Err(switchboard_core::channel::PresenceError::Off),
+        ));
+    }
+    // A channel without a live task has no members.
+    let page = state
+        .registry
+        .ask_if_live(&channel, |reply| Command::Presence { query, reply })
+        .await;
+    Ok(page.unwrap_or_else(|| {
+        api::presence_response(
+            &channel,
+            Ok(switchboard_core::channel::PresencePage {
+                members: Vec::new(),
+                count: 0,
+                next: None,
+            }),
+        )
+    }))
 }
 
 async fn debug(state: &AppState, action: &str, channel: String) -> HttpResponse {

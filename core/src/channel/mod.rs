@@ -80,6 +80,9 @@ pub use engine::{
 pub use snapshot::{CallSnapshot, CallSnapshotKind};
 pub use snapshot::{SessionSnapshot, SocketSnapshot};
 use sockets::SocketLayer;
+pub use sockets::presence::{
+    MAX_CHANGES_PER_EVENT, MEMBERS_EVENT, PRESENCE_EVENT, PresenceError, PresencePage,
+};
 pub use sockets::recovery::{
     HistoryError, HistoryEvent, MAX_PARKED_SOCKETS, RecoveryStats, StoreOp, StoredState,
 };
@@ -272,6 +275,9 @@ pub enum EmitError {
 pub struct Occupancy {
     /// Open Engine.IO sessions (connections).
     pub connections: usize,
+    /// Members (users, and anonymous sockets), on a channel with presence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<usize>,
     /// Namespace → its sockets and rooms.
     pub namespaces: BTreeMap<String, NamespaceOccupancy>,
 }
@@ -527,6 +533,16 @@ impl Channel {
         limit: usize,
     ) -> Result<(Vec<HistoryEvent>, Option<String>), HistoryError> {
         self.sockets.history(after, limit)
+    }
+
+    /// Members after cursor `after` (from the first without it), at most `limit` and at most the
+    /// channel's `page_size`, on a channel with presence.
+    pub fn presence(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<PresencePage, PresenceError> {
+        self.sockets.presence(after, limit)
     }
 
     /// When the host must call [`Channel::handle_timeout`] next.
@@ -797,5 +813,7 @@ impl Channel {
                 }
             }
         }
+        // What this input changed in presence, once for all of it.
+        self.sockets.flush_presence(&mut self.engine, now);
     }
 }

@@ -923,6 +923,8 @@ impl SocketLayer {
                             subject: user,
                             rooms: granted_rooms,
                             expires_at_ms: expires_at,
+                            // Not in the call's snapshot: the hook's answer gives the info.
+                            info: None,
                         },
                         auth: None,
                     }

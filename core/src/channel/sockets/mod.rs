@@ -7,10 +7,12 @@
 //! recipients.
 //!
 //! Features that build on sockets live here too, each in its own file: calls to the app backend
-//! (`handlers.rs`: event handlers, the connect hook) and lifecycle webhooks (`webhooks.rs`).
+//! (`handlers.rs`: event handlers, the connect hook), lifecycle webhooks (`webhooks.rs`),
+//! connection-state recovery (`recovery.rs`) and presence (`presence.rs`).
 
 mod handlers;
 mod namespace;
+pub(crate) mod presence;
 pub(crate) mod recovery;
 mod socket;
 mod tokens;
@@ -40,6 +42,9 @@ use crate::socketio::{self, PacketKind, PartialBinaryPacket, RESERVED_EVENTS};
 pub use handlers::{ERROR_EVENT, HOOK_FAILED_MESSAGE, MAX_CALLS_PER_SOCKET};
 use handlers::{HookAdmission, PendingCall, disconnect_reason};
 use namespace::Namespace;
+use presence::{
+    Change, MEMBERS_EVENT, MemberKey, PRESENCE_EVENT, Presence, PresenceError, PresencePage,
+};
 use recovery::{
     Claim, HistoryError, HistoryEvent, Recovery, SocketRecovery, StoreOp, StoredState, keeps_state,
 };
@@ -78,6 +83,8 @@ pub(crate) struct SocketLayer {
     awaiting_connect: usize,
     /// The history and parked sockets, on channels with connection-state recovery.
     recovery: Option<Box<Recovery>>,
+    /// The members, on channels with presence.
+    presence: Option<Box<Presence>>,
 }
 
 impl std::fmt::Debug for SocketLayer {
@@ -106,8 +113,12 @@ impl SocketLayer {
         let recovery = policy
             .recovery
             .map(|recovery| Box::new(Recovery::new(recovery, epoch)));
+        let presence = policy
+            .presence
+            .map(|presence| Box::new(Presence::new(presence)));
         Self {
             recovery,
+            presence,
             name,
             params,
             policy,
@@ -126,7 +137,16 @@ impl SocketLayer {
             .recovery
             .as_ref()
             .and_then(|recovery| recovery.next_deadline());
-        self.timers.next().into_iter().chain(recovery).min()
+        let presence = self
+            .presence
+            .as_ref()
+            .and_then(|presence| presence.next_deadline());
+        self.timers
+            .next()
+            .into_iter()
+            .chain(recovery)
+            .chain(presence)
+            .min()
     }
 
     /// No backend call or webhook is waiting.
@@ -263,6 +283,7 @@ impl SocketLayer {
         {
             recovery.prune(now);
         }
+        self.presence_timeout(engine, now);
         while let Some(timer) = self.timers.pop_due(now) {
             let key = match timer {
                 SocketTimer::Session(key) => key,
@@ -438,6 +459,7 @@ impl SocketLayer {
                 subject: record.user.clone(),
                 rooms: record.granted_rooms.clone(),
                 expires_at_ms: record.expires_at,
+                info: record.user_info.clone(),
             }
         } else if self.policy.auth.needs_token() {
             match auth::verify_connect(auth, &self.policy, &self.name, &self.params, now) {
@@ -514,6 +536,28 @@ impl SocketLayer {
                 socket_id = self.new_socket_id(engine, namespace);
             }
         }
+        // Presence: the member this socket makes (or adds to), within the channel's bounds.
+        let member_user = hook
+            .as_ref()
+            .and_then(|hook| hook.user.as_deref())
+            .or(grant.subject.as_deref());
+        let member_info = hook
+            .as_ref()
+            .and_then(|hook| hook.user_info.clone())
+            .or_else(|| grant.info.clone());
+        let member = self.presence.as_ref().map(|presence| {
+            let key = MemberKey::of(member_user, &socket_id);
+            let admitted = presence.check_admission(&key, member_info.as_ref());
+            (key, admitted)
+        });
+        let member = match member {
+            Some((_, Err(reason))) => {
+                Self::refuse_connect(engine, key, namespace, &reason);
+                return;
+            }
+            Some((member, Ok(()))) => Some(member),
+            None => None,
+        };
         let no_rooms = BTreeSet::new();
         let view = SocketView {
             id: &socket_id,
@@ -570,6 +614,8 @@ impl SocketLayer {
         socket.user = grant.subject;
         socket.granted_rooms = grant.rooms;
         socket.expires_at = grant.expires_at_ms;
+        // The token's `info` claim is the user's info, unless the hook gives one.
+        let token_info = grant.info;
         socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
         let mut hook_rooms = Vec::new();
         if let Some(hook) = hook {
@@ -595,6 +641,19 @@ impl SocketLayer {
             hook_rooms.splice(0..0, record.rooms);
             missed = frames;
         }
+        if let Some(info) = token_info {
+            match socket.hook.as_mut() {
+                Some(hook) if hook.user_info.is_none() => hook.user_info = Some(info),
+                Some(_) => {}
+                None => {
+                    socket.hook = Some(Box::new(HookData {
+                        user_info: Some(info),
+                        data: None,
+                    }))
+                }
+            }
+        }
+        let info = socket.hook.as_ref().and_then(|hook| hook.user_info.clone());
         let user = socket_user_json(&socket);
         let connect_reply = match &socket.recovery {
             Some(recovery) => {
@@ -617,6 +676,10 @@ impl SocketLayer {
             self.join(key, namespace, room);
         }
         self.recovery_socket_changed(key, namespace);
+        if let (Some(presence), Some(member)) = (self.presence.as_mut(), member) {
+            let change = presence.socket_joined(member, info, &socket_id, now);
+            self.presence_webhook(engine, change, now);
+        }
         self.apply_actions(engine, key, namespace, None, actions, now);
         engine.session_changed(key);
         self.schedule(key);
@@ -708,9 +771,22 @@ impl SocketLayer {
                 reason: AckFailure::Disconnected,
             });
         }
+        // Parked, the socket stays its member's for the leave grace, unless it stopped
+        // answering (its ping timeout was its grace).
+        let mut parked_as = None;
         if let (Some(recovery), Some(state)) = (self.recovery.as_mut(), &socket.recovery) {
             if keeps_state(reason) {
-                let record = socket.record(namespace, state.since);
+                let mut record = socket.record(namespace, state.since);
+                let grace = self
+                    .presence
+                    .as_ref()
+                    .is_some_and(|presence| presence.leave_grace_ms() > 0)
+                    && reason != "ping timeout";
+                if grace {
+                    parked_as = Some(state.pid.clone());
+                } else {
+                    record.presence_left = true;
+                }
                 recovery.park(state.pid.clone(), record, now);
             } else {
                 recovery.forget(&state.pid);
@@ -724,6 +800,11 @@ impl SocketLayer {
             if ns.sockets.is_empty() {
                 self.namespaces.remove(namespace);
             }
+        }
+        if let Some(presence) = self.presence.as_mut() {
+            let member = MemberKey::of(socket.user.as_deref(), &socket.id);
+            let change = presence.socket_left(member, &socket.id, parked_as, now);
+            self.presence_webhook(engine, change, now);
         }
         if self.policy.webhooks.socket_disconnected {
             let mut fields = Map::new();
@@ -787,6 +868,11 @@ impl SocketLayer {
         if name == REFRESH_EVENT {
             let args = args.clone();
             self.refresh_token(engine, key, namespace, &args, packet.id, now);
+            return;
+        }
+        if name == MEMBERS_EVENT {
+            let query = args.get(1).cloned();
+            self.answer_members(engine, key, namespace, query.as_ref(), packet.id);
             return;
         }
         if self
@@ -1170,7 +1256,7 @@ impl SocketLayer {
             },
             _ => return Err(EmitError::InvalidEvent),
         };
-        if RESERVED_EVENTS.contains(&name.as_str()) {
+        if RESERVED_EVENTS.contains(&name.as_str()) || name == PRESENCE_EVENT {
             return Err(EmitError::ReservedEvent(name.clone()));
         }
         socketio::validate_placeholders(args, attachments.len())
@@ -1204,6 +1290,7 @@ impl SocketLayer {
     pub fn occupancy(&self, connections: usize) -> Occupancy {
         Occupancy {
             connections,
+            members: self.presence.as_ref().map(|presence| presence.count()),
             namespaces: self
                 .namespaces
                 .iter()
@@ -1279,6 +1366,10 @@ impl SocketLayer {
         session.client = snapshot.client.map(Box::new);
         let mut sockets = SocketMap::default();
         for socket in snapshot.sockets {
+            if let Some(presence) = self.presence.as_mut() {
+                let member = MemberKey::of(socket.user.as_deref(), &socket.id);
+                presence.restore_socket(member, socket.user_info.clone());
+            }
             let namespace = self.namespaces.entry(socket.namespace.clone()).or_default();
             namespace.sockets.insert(socket.id.clone(), key);
             for room in &socket.rooms {
@@ -1329,6 +1420,9 @@ impl SocketLayer {
         if self.recovery.is_some() && from.recovery.is_some() {
             self.recovery = from.recovery.take();
         }
+        if let (Some(presence), Some(from)) = (self.presence.as_mut(), from.presence.as_mut()) {
+            presence.adopt_in_grace(from);
+        }
     }
 
     pub fn make_recovery_durable(&mut self) {
@@ -1347,7 +1441,7 @@ impl SocketLayer {
             return Vec::new();
         };
         let namespaces = &self.namespaces;
-        recovery.load(
+        let problems = recovery.load(
             state,
             |namespace, sid| {
                 namespaces
@@ -1355,7 +1449,26 @@ impl SocketLayer {
                     .is_some_and(|ns| ns.sockets.contains_key(sid))
             },
             now,
-        )
+        );
+        // Parked sockets whose leave was not announced yet are members until their grace ends.
+        if let Some(presence) = self.presence.as_mut() {
+            let grace = presence.leave_grace_ms();
+            for (pid, record) in recovery.parked() {
+                if record.presence_left {
+                    continue;
+                }
+                let member = MemberKey::of(record.user.as_deref(), &record.sid);
+                let deadline = record.disconnected_at.unwrap_or(now).saturating_add(grace);
+                presence.restore_in_grace(
+                    member,
+                    record.user_info.clone(),
+                    &record.sid,
+                    pid.clone(),
+                    deadline,
+                );
+            }
+        }
+        problems
     }
 
     pub fn recovery_stats(&self) -> Option<recovery::RecoveryStats> {
@@ -1372,6 +1485,120 @@ impl SocketLayer {
             recovery.history_after(after, limit)?,
             recovery.latest_offset(),
         ))
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Presence
+
+    /// After each input: the presence changes due go out to every socket of the channel, one
+    /// event per namespace, encoded once.
+    pub fn flush_presence(&mut self, engine: &mut Engine, now: u64) {
+        let Some(presence) = self.presence.as_mut() else {
+            return;
+        };
+        for args in presence.take_due_events(now) {
+            for (name, ns) in &self.namespaces {
+                let frames = frames_of(
+                    &socketio::Packet::event(name, args.clone(), None, 0),
+                    Vec::new(),
+                );
+                engine.broadcast(ns.sockets.values().copied(), &frames);
+            }
+        }
+    }
+
+    /// Ends the leave grace of parked sockets whose grace ran out.
+    fn presence_timeout(&mut self, engine: &mut Engine, now: u64) {
+        let Some(presence) = self.presence.as_mut() else {
+            return;
+        };
+        if presence.next_deadline().is_none_or(|at| at > now) {
+            return;
+        }
+        let (changes, announced) = presence.handle_timeout(now);
+        if let Some(recovery) = self.recovery.as_mut() {
+            for pid in &announced {
+                recovery.mark_presence_left(pid);
+            }
+        }
+        for change in changes {
+            self.presence_webhook(engine, Some(change), now);
+        }
+    }
+
+    fn presence_webhook(&mut self, engine: &mut Engine, change: Option<Change>, now: u64) {
+        let Some(change) = change else {
+            return;
+        };
+        let wanted = if change.joined {
+            self.policy.webhooks.member_added
+        } else {
+            self.policy.webhooks.member_removed
+        };
+        if wanted {
+            let kind = if change.joined {
+                "member_added"
+            } else {
+                "member_removed"
+            };
+            let mut fields = Map::new();
+            fields.insert("member".into(), change.member);
+            self.webhook(engine, kind, fields, now);
+        }
+    }
+
+    /// Answers `socket.emit("switchboard:members", { after, limit }, ack)`.
+    fn answer_members(
+        &self,
+        engine: &mut Engine,
+        key: SessionKey,
+        namespace: &str,
+        query: Option<&Value>,
+        ack_id: Option<u64>,
+    ) {
+        let Some(id) = ack_id else {
+            return;
+        };
+        let after = query
+            .and_then(|query| query.get("after"))
+            .and_then(Value::as_str);
+        let limit = query
+            .and_then(|query| query.get("limit"))
+            .and_then(Value::as_u64)
+            .map_or(usize::MAX, |limit| {
+                usize::try_from(limit).unwrap_or(usize::MAX)
+            });
+        match self.presence(after, limit) {
+            Ok(page) => {
+                let answer = json!([{
+                    "members": page.members,
+                    "count": page.count,
+                    "next": page.next,
+                }]);
+                let packet = socketio::Packet::ack(namespace, answer, id, 0);
+                engine.send(key, &frames_of(&packet, Vec::new()));
+            }
+            Err(error) => {
+                let code = match error {
+                    PresenceError::Off => "PRESENCE_OFF",
+                    PresenceError::InvalidCursor(_) => "INVALID_CURSOR",
+                };
+                let error = json!({ "code": code, "message": error.to_string() });
+                self.answer_error(engine, key, namespace, MEMBERS_EVENT, Some(id), error);
+            }
+        }
+    }
+
+    /// A page of the member list (see [`crate::channel::Channel::presence`]).
+    pub fn presence(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<PresencePage, PresenceError> {
+        self.presence
+            .as_ref()
+            .ok_or(PresenceError::Off)?
+            .page(after, limit)
     }
 
     /// Puts the session's next deadline on the timer queue.

@@ -119,6 +119,10 @@ pub(crate) struct SocketRecord {
     /// `None` while connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disconnected_at: Option<u64>,
+    /// On a channel with presence: parked, and its leave already announced (so that a rebuilt
+    /// channel does not announce it twice).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub presence_left: bool,
 }
 
 /// One kept event.
@@ -475,6 +479,21 @@ impl Recovery {
             });
         }
         self.prune(now);
+    }
+
+    /// The parked sockets, by pid.
+    pub fn parked(&self) -> impl Iterator<Item = (&String, &SocketRecord)> {
+        self.parked.iter()
+    }
+
+    /// Presence announced that parked socket `pid` left (its leave grace ran out).
+    pub fn mark_presence_left(&mut self, pid: &str) {
+        let Some(record) = self.parked.get_mut(pid) else {
+            return;
+        };
+        record.presence_left = true;
+        let record = record.clone();
+        self.socket_changed(pid, &record);
     }
 
     /// A socket went away for good.

@@ -82,6 +82,7 @@ impl SocketState {
             data: self.hook.as_ref().and_then(|hook| hook.data.clone()),
             since,
             disconnected_at: None,
+            presence_left: false,
         }
     }
 

@@ -669,6 +669,8 @@ fn all_lifecycle_events() -> WebhookEvents {
         channel_vacated: true,
         socket_connected: true,
         socket_disconnected: true,
+        member_added: true,
+        member_removed: true,
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod backend;
 mod limits;
+mod presence;
 mod recovery;
 
 #[cfg(target_arch = "wasm32")]

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{RecoveryPolicy, RelayMode};
+use crate::testing::MemoryStore;
 
 fn recovery_harness(edit: impl FnOnce(&mut RecoveryPolicy)) -> Harness {
     let mut recovery = RecoveryPolicy::default();
@@ -325,56 +326,6 @@ fn a_rebuilt_channel_keeps_each_sockets_pid() {
     rebuilt.channel.handle_ws_closed(1, rebuilt.now);
     let (again, _) = connect_with(&mut rebuilt, 2, Some(json!({ "pid": reply["pid"] })));
     assert_eq!(again["sid"], reply["sid"]);
-}
-
-/// What a durable host keeps, in memory, for the tests.
-#[derive(Default)]
-struct MemoryStore {
-    epoch: Option<String>,
-    events: std::collections::BTreeMap<u64, Bytes>,
-    sockets: std::collections::BTreeMap<String, String>,
-}
-
-impl MemoryStore {
-    fn apply_all(&mut self, outputs: &[Output]) {
-        for output in outputs {
-            if let Output::Store(ops) = output {
-                for op in ops {
-                    match op {
-                        StoreOp::SetEpoch(epoch) => self.epoch = Some(epoch.clone()),
-                        StoreOp::PutEvent { seq, record } => {
-                            self.events.insert(*seq, record.clone());
-                        }
-                        StoreOp::DeleteEventsThrough { seq } => {
-                            self.events = self.events.split_off(&(seq + 1));
-                        }
-                        StoreOp::PutSocket { pid, record } => {
-                            self.sockets.insert(pid.clone(), record.clone());
-                        }
-                        StoreOp::DeleteSocket { pid } => {
-                            self.sockets.remove(pid);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn state(&self) -> StoredState {
-        StoredState {
-            epoch: self.epoch.clone(),
-            events: self
-                .events
-                .iter()
-                .map(|(seq, r)| (*seq, r.clone()))
-                .collect(),
-            sockets: self
-                .sockets
-                .iter()
-                .map(|(p, r)| (p.clone(), r.clone()))
-                .collect(),
-        }
-    }
 }
 
 /// A private channel with recovery, where clients join only the rooms their token grants.
