@@ -1,11 +1,14 @@
 // The chat example: one socket.io-client connection per chat channel (chats/<id>), selected by the
 // `path` option. Messages and "typing" notices are client events the channel relays to everyone in
-// it; a backend can post into the same channel with POST /emit (event "chat message").
+// it; a backend can post into the same channel with POST /emit (event "chat message"). Who is
+// here comes from presence: the member list (`switchboard:members`) when connected, then each
+// join and leave (`switchboard:presence`); each page declares its nickname as its `info`.
 (() => {
   const $ = (id) => document.getElementById(id);
   const messages = $("messages");
   const typingLine = $("typing");
   const status = $("status");
+  const membersLine = $("members");
   const saved = new URLSearchParams(location.hash.slice(1));
 
   $("nick").value = saved.get("nick") || localStorage.getItem("switchboard-nick") || "";
@@ -13,6 +16,15 @@
 
   let socket = null;
   const typists = new Map(); // socket id → { nick, timer }
+  const members = new Map(); // member id → nickname
+
+  function renderMembers() {
+    // One name once, even for a page just reloaded whose old connection is still in its grace.
+    const names = [...new Set(members.values())].sort((a, b) => a.localeCompare(b));
+    membersLine.textContent = names.length === 0 ? "" : `Here: ${names.join(", ")}`;
+  }
+
+  const nickOf = (member) => String(member.info?.nick || "someone");
 
   function append(className, nick, text) {
     const item = document.createElement("li");
@@ -39,14 +51,28 @@
     messages.replaceChildren();
     typists.clear();
     renderTyping();
+    members.clear();
+    renderMembers();
     location.hash = new URLSearchParams({ channel, nick }).toString();
     localStorage.setItem("switchboard-nick", nick);
 
-    socket = io(location.origin, { path: `/socket.io/chats/${channel}` });
+    socket = io(location.origin, { path: `/socket.io/chats/${channel}`, auth: { info: { nick } } });
     socket.on("connect", () => {
       status.textContent = `online in chats/${channel}`;
       status.dataset.state = "online";
-      append("system", "", `You joined chats/${channel} as ${nick}.`);
+      if (!socket.recovered) append("system", "", `You joined chats/${channel} as ${nick}.`);
+      socket.emit("switchboard:members", { limit: 100 }, (list) => {
+        members.clear();
+        for (const member of list?.members ?? []) members.set(member.id, nickOf(member));
+        renderMembers();
+      });
+    });
+    socket.on("switchboard:presence", ({ changes = [] } = {}) => {
+      for (const { type, member } of changes) {
+        if (type === "join") members.set(member.id, nickOf(member));
+        else members.delete(member.id);
+      }
+      renderMembers();
     });
     socket.on("disconnect", () => {
       status.textContent = "offline";

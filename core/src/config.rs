@@ -727,7 +727,7 @@ struct HandlerSpec {
 pub const EMBEDDED_DEFAULT_VARS: &str = r#"{
     "CHANNELS": {
         "/": { "relay": "all" },
-        "chats/:id": { "relay": "all", "client_rooms": true, "recovery": true, "presence": true }
+        "chats/:id": { "relay": "all", "client_rooms": true, "recovery": true, "presence": { "coalesce": 100 } }
     }
 }"#;
 

@@ -57,6 +57,13 @@ describe("chat example", () => {
     const bob = await openChat(t, "1", "Bob");
     const carol = await openChat(t, "2", "Carol");
 
+    // Each page shows who is in its channel (presence), by nickname.
+    await alice.locator("#members", { hasText: "Bob" }).waitFor();
+    assert.match(await alice.locator("#members").textContent(), /^Here: .*Alice.*Bob/);
+    await bob.locator("#members", { hasText: "Alice" }).waitFor();
+    await carol.locator("#members", { hasText: "Carol" }).waitFor();
+    assert.doesNotMatch(await carol.locator("#members").textContent(), /Alice|Bob/);
+
     // A message typed in one page appears in both.
     await alice.fill("#text", "hello from Alice");
     await alice.press("#text", "Enter");
@@ -91,6 +98,12 @@ describe("chat example", () => {
       await alice.fill("#text", "");
       await alice.screenshot({ path: SCREENSHOT });
     }
+
+    // Bob's page goes away: once the grace for a dropped connection has passed, he is gone from
+    // Alice's list.
+    await bob.context().close();
+    await alice.waitForFunction(() => !document.getElementById("members").textContent.includes("Bob"), null, { timeout: 15_000 });
+    assert.match(await alice.locator("#members").textContent(), /Alice/);
   });
 });
 

@@ -12,7 +12,7 @@ import { withTimeout } from "./wait.js";
 export const WEBHOOK_SECRET = process.env.SWITCHBOARD_WEBHOOK_SECRET || "conformance-webhook-secret";
 
 /** Ports of the conformance configuration's backends (wrangler.toml). */
-export const BACKEND_PORTS = { shop: 3100, members: 3101, watched: 3102 };
+export const BACKEND_PORTS = { shop: 3100, members: 3101, watched: 3102, watchedPresence: 3103 };
 
 /** An answer that never comes: the backend holds the request until it is closed. */
 export const HANG = Symbol("hang");

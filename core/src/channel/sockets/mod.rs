@@ -541,10 +541,20 @@ impl SocketLayer {
             .as_ref()
             .and_then(|hook| hook.user.as_deref())
             .or(grant.subject.as_deref());
+        // Who has no user may say what to show of it (`auth.info`): anonymous, and shown as such.
+        let self_declared = || {
+            auth.and_then(|auth| auth.get("info"))
+                .filter(|info| !info.is_null())
+                .cloned()
+        };
         let member_info = hook
             .as_ref()
             .and_then(|hook| hook.user_info.clone())
-            .or_else(|| grant.info.clone());
+            .or_else(|| grant.info.clone())
+            .or_else(|| match (&self.presence, member_user) {
+                (Some(_), None) => self_declared(),
+                _ => None,
+            });
         let member = self.presence.as_ref().map(|presence| {
             let key = MemberKey::of(member_user, &socket_id);
             let admitted = presence.check_admission(&key, member_info.as_ref());
@@ -614,8 +624,14 @@ impl SocketLayer {
         socket.user = grant.subject;
         socket.granted_rooms = grant.rooms;
         socket.expires_at = grant.expires_at_ms;
-        // The token's `info` claim is the user's info, unless the hook gives one.
-        let token_info = grant.info;
+        // The token's `info` claim is the user's info, unless the hook gives one (or, on a
+        // presence channel, what a socket without a user declared).
+        let token_info =
+            if socket.user.is_none() && hook.as_ref().is_none_or(|hook| hook.user.is_none()) {
+                grant.info.or_else(|| member_info.clone())
+            } else {
+                grant.info
+            };
         socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
         let mut hook_rooms = Vec::new();
         if let Some(hook) = hook {

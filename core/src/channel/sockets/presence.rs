@@ -2,7 +2,8 @@
 //!
 //! On a channel with `presence` configured, each socket makes its user a **member**: the token's
 //! `sub` or the connect hook's `user.id`, with the token's `info` claim or the hook's `user.info`.
-//! A socket without a user is a member of its own, under its socket id. A user with three tabs
+//! A socket without a user is a member of its own, under its socket id, shown as anonymous with
+//! the `info` its client declared in its CONNECT `auth`, if any. A user with three tabs
 //! open is one member, who leaves when the last of their sockets goes.
 //!
 //! The Socket.IO layer tells [`Presence`] when a socket joins or leaves; each call returns the
@@ -70,14 +71,18 @@ impl MemberKey {
 }
 
 /// A member as clients, the API and webhooks see it: `{ id, info }` for a user,
-/// `{ id, anonymous: true }` for a socket without one.
+/// `{ id, anonymous: true, info }` for a socket without one (its info, if any, is what the
+/// client declared in its CONNECT `auth.info`: nobody vouches for it).
 pub(crate) fn member_json(key: &MemberKey, info: Option<&Value>) -> Value {
     match key {
         MemberKey::User(id) => match info {
             Some(info) => json!({ "id": id, "info": info }),
             None => json!({ "id": id }),
         },
-        MemberKey::Anonymous(id) => json!({ "id": id, "anonymous": true }),
+        MemberKey::Anonymous(id) => match info {
+            Some(info) => json!({ "id": id, "anonymous": true, "info": info }),
+            None => json!({ "id": id, "anonymous": true }),
+        },
     }
 }
 

@@ -159,6 +159,17 @@ fn anonymous_sockets_count_as_themselves() {
     ];
     expected.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     assert_eq!(page.members, expected);
+    // What a socket without a user declares of itself is shown, as anonymous.
+    h.open_ws(3);
+    h.text(3, r#"40{"info":{"nick":"Zoe"}}"#);
+    let third: Value = serde_json::from_str(&texts(&h.outputs(), 3)[0][2..]).unwrap();
+    let page = h.channel.presence(None, 10).unwrap();
+    assert!(
+        page.members
+            .contains(&json!({ "id": third["sid"], "anonymous": true, "info": { "nick": "Zoe" } })),
+        "{:?}",
+        page.members
+    );
 }
 
 #[test]
