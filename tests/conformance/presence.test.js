@@ -1,7 +1,7 @@
 // Presence with the real socket.io-client: members are users, not sockets; everyone hears of a
 // join or a leave as `switchboard:presence`; `switchboard:members` lists them, a page at a time;
 // the API and the webhooks see the same. presence/:id is private (users from tokens) with a 1 s
-// leave grace for parked sockets; crowd/:id coalesces anonymous joins over 500 ms;
+// leave grace for parked sockets and at most 20 members; crowd/:id coalesces anonymous joins over 500 ms;
 // watched-presence/:id posts member_added / member_removed to a backend on port 3103.
 
 import { describe, test } from "node:test";
@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 
 import { API_SECRET, BASE_URL, channelPath, uniqueId } from "../lib/config.js";
-import { connectClient, createClient, emitAck, record, waitConnectError } from "../lib/client.js";
+import { connectClient, createClient, emitAck, record, waitConnected, waitConnectError } from "../lib/client.js";
 import { request } from "../lib/polling.js";
 import { debug, occupancy } from "../lib/api.js";
 import { once, sleep, withTimeout } from "../lib/wait.js";
@@ -58,6 +58,9 @@ describe("presence", () => {
     const tab1 = await joinAs(t, channel, "alice");
     const tab2 = await joinAs(t, channel, "alice");
     await seen.waitForChange("+alice");
+    await sleep(100);
+    // Bob's own join may come before or after he started watching.
+    const before = seen.changes().length;
 
     const [list] = await emitAck(bob, "switchboard:members");
     assert.deepEqual(list.members, [
@@ -73,7 +76,7 @@ describe("presence", () => {
 
     tab1.disconnect();
     await sleep(300);
-    assert.deepEqual(seen.changes(), ["+alice"], "one tab closing is no leave");
+    assert.deepEqual(seen.changes().slice(before), [], "one tab closing is no leave");
     assert.equal((await api(`/channels/${channel}/presence`)).body.count, 2);
 
     tab2.disconnect();
@@ -188,9 +191,11 @@ describe("presence", () => {
     assert.match((await waitConnectError(big)).message, /presence takes at most 200/);
 
     const full = `presence/${uniqueId()}`;
-    await Promise.all(Array.from({ length: 50 }, (_, n) => joinAs(t, full, `m${n}`)));
+    for (let batch = 0; batch < 2; batch++) {
+      await Promise.all(Array.from({ length: 10 }, (_, n) => joinAs(t, full, `m${batch * 10 + n}`)));
+    }
     const extra = createClient(t, BASE_URL, options(full, { auth: { token: tokenFor("one-too-many") } }));
-    assert.equal((await waitConnectError(extra)).message, "presence is full: at most 50 members");
+    assert.equal((await waitConnectError(extra)).message, "presence is full: at most 20 members");
     // Another tab of a member is no new member.
     await joinAs(t, full, "m7");
   });
@@ -202,14 +207,16 @@ describe("presence", () => {
     const tab2 = await joinAs(t, channel, "alice");
     const bob = await joinAs(t, channel, "bob");
     assert.deepEqual(ids((await api(`/channels/${channel}/presence`)).body.members), ["alice", "bob"]);
-    tab1.disconnect();
-    tab2.disconnect();
-    bob.disconnect();
     const events = () =>
       backend.calls
         .flatMap((call) => call.body.events)
         .filter((event) => event.channel === channel)
         .map((event) => `${event.type} ${event.member.id}`);
+    tab1.disconnect();
+    tab2.disconnect();
+    // Separate connections: Bob goes once Alice is gone, so that the order is known.
+    for (let waited = 0; waited < 5000 && events().length < 3; waited += 50) await sleep(50);
+    bob.disconnect();
     for (let waited = 0; waited < 5000 && events().length < 4; waited += 50) await sleep(50);
     assert.deepEqual(events(), ["member_added alice", "member_added bob", "member_removed alice", "member_removed bob"]);
     const added = backend.calls.flatMap((call) => call.body.events).find((event) => event.channel === channel);
@@ -230,13 +237,23 @@ describe("presence", () => {
     await seen.waitForChange(`+${watcher.id}`, 2000);
     const before = seen.events.received.length;
     // From four loopback addresses: the native server lets one address open 200 sessions at once.
-    const crowd = await Promise.all(
-      Array.from({ length: 200 }, (_, n) => connectClient(t, BASE_URL, options(channel, { localAddress: `127.0.0.${2 + (n % 4)}` }))),
-    );
+    // 25 at a time (wrangler dev stalls some of a few hundred simultaneous WebSocket handshakes).
+    const crowd = [];
+    for (let batch = 0; batch < 8; batch++) {
+      const sockets = Array.from({ length: 25 }, (_, n) =>
+        createClient(t, BASE_URL, options(channel, { localAddress: `127.0.0.${2 + ((batch * 25 + n) % 4)}` })),
+      );
+      await Promise.all(sockets.map((socket) => waitConnected(socket)));
+      crowd.push(...sockets);
+    }
     const expected = new Set(crowd.map((socket) => `+${socket.id}`));
     const started = Date.now();
     while ([...expected].some((change) => !seen.changes().includes(change))) {
-      if (Date.now() - started > 5000) throw new Error(`missing joins: ${[...expected].filter((c) => !seen.changes().includes(c)).length}`);
+      if (Date.now() - started > 10_000) {
+        const missing = [...expected].filter((c) => !seen.changes().includes(c));
+        const listed = ids((await api(`/channels/${channel}/presence?limit=1000`)).body.members);
+        throw new Error(`missing joins: ${missing} (listed: ${missing.map((c) => listed.includes(c.slice(1)))}); events ${seen.events.received.length}, changes ${seen.changes().length}`);
+      }
       await sleep(20);
     }
     const events = seen.events.received.slice(before);
