@@ -62,6 +62,8 @@ const CHANNELS: &[&str] = &[
     // Appended, so that the corpus keeps naming the channels it named.
     "recovery/1",
     "private-recovery/1",
+    "presence/1",
+    "crowd/1",
 ];
 const NAMESPACES: &[&str] = &["/", "/admin", "/custom", "/nope"];
 const EVENTS: &[&str] = &[
@@ -79,6 +81,7 @@ const EVENTS: &[&str] = &[
     "switchboard:other",
     "connect",
     "",
+    "switchboard:members",
 ];
 const ROOMS: &[&str] = &["r", "a", "vip-room", "moderators"];
 const ORIGINS: &[Option<&str>] = &[

@@ -60,7 +60,9 @@ pub const VARS: &str = r#"{
         "vip/:team": { "auth": ["private", "backend"], "client_rooms": true },
         "watched/:id": { "relay": "all", "webhooks": true, "webhook_events": ["chat message"] },
         "recovery/:id": { "relay": "all", "client_rooms": true, "recovery": { "window": 3000, "history_events": 8, "history_bytes": 2000 } },
-        "private-recovery/:id": { "auth": "private", "relay": "all", "recovery": { "skip_middlewares": true } }
+        "private-recovery/:id": { "auth": "private", "relay": "all", "recovery": { "skip_middlewares": true } },
+        "presence/:id": { "auth": "private", "relay": "all", "recovery": { "window": 3000 }, "presence": { "leave_grace": 500, "max_members": 4, "max_info_bytes": 64, "page_size": 2 }, "webhooks": ["member_added", "member_removed"] },
+        "crowd/:id": { "relay": "all", "presence": { "coalesce": 200, "page_size": 3 } }
     }
 }"#;
 
@@ -91,9 +93,9 @@ pub fn tokens() -> &'static [String] {
     static TOKENS: OnceLock<Vec<String>> = OnceLock::new();
     TOKENS.get_or_init(|| {
         let now_s = START_MS / 1000;
-        let channels = json!(["private/1", "users/:user_id/notifications", "vip/:team"]);
+        let channels = json!(["private/1", "users/:user_id/notifications", "vip/:team", "presence/:id"]);
         let claims = |sub: &str, exp: u64| {
-            json!({ "sub": sub, "exp": exp, "channels": channels, "rooms": ["vip-room", "r"] })
+            json!({ "sub": sub, "exp": exp, "channels": channels, "rooms": ["vip-room", "r"], "info": { "name": sub } })
         };
         let none_alg = format!(
             "{}.{}.",
