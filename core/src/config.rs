@@ -790,9 +790,11 @@ impl Config {
                     "missing: declare at least one channel pattern, e.g. [vars.CHANNELS.\"chats/:id\"]",
                 ));
             }
-            Some(Value::String(text)) => serde_json::from_str::<Value>(text).map_err(|err| {
-                ConfigError::new(keys::CHANNELS, format!("not valid JSON: {err}"))
-            })?,
+            Some(Value::String(text)) => {
+                serde_json::from_slice::<Value>(text.as_bytes()).map_err(|err| {
+                    ConfigError::new(keys::CHANNELS, format!("not valid JSON: {err}"))
+                })?
+            }
             Some(other) => other.clone(),
         };
         let Value::Object(channels) = channels else {
@@ -855,7 +857,7 @@ impl Config {
 
     /// Parses a JSON object of vars (the form of [`EMBEDDED_DEFAULT_VARS`]).
     pub fn from_json(text: &str) -> Result<Config, ConfigError> {
-        let value: Value = serde_json::from_str(text)
+        let value: Value = serde_json::from_slice(text.as_bytes())
             .map_err(|err| ConfigError::new("vars", format!("not valid JSON: {err}")))?;
         match value {
             Value::Object(vars) => Config::from_vars(&vars),

@@ -35,7 +35,7 @@ pub fn config(env: &Env) -> worker::Result<Rc<Config>> {
         else {
             continue;
         };
-        if let Ok(value) = serde_json::from_str::<Value>(&text) {
+        if let Ok(value) = serde_json::from_slice::<Value>(text.as_bytes()) {
             vars.insert((*key).to_string(), value);
         }
     }

@@ -955,7 +955,7 @@ fn store_attachment(ws: &WebSocket, attachment: &Attachment) {
 
 fn load_attachment(ws: &WebSocket) -> Option<Attachment> {
     let text = ws.as_ref().deserialize_attachment().ok()?.as_string()?;
-    serde_json::from_str(&text).ok()
+    serde_json::from_slice(text.as_bytes()).ok()
 }
 
 /// The forwarded headers of a request and its client's address, which Cloudflare gives as

@@ -210,7 +210,7 @@ impl Packet {
         let data = match rest {
             "" => None,
             json => Some(
-                serde_json::from_str::<Value>(json)
+                serde_json::from_slice::<Value>(json.as_bytes())
                     .map_err(|error| SioDecodeError::InvalidJson(error.to_string()))?,
             ),
         };

@@ -272,7 +272,7 @@ impl Recovery {
         }
         let mut parked: Vec<(String, SocketRecord)> = Vec::new();
         for (pid, record) in state.sockets {
-            match serde_json::from_str::<SocketRecord>(&record) {
+            match serde_json::from_slice::<SocketRecord>(record.as_bytes()) {
                 Ok(mut record) => {
                     if record.disconnected_at.is_none() {
                         if is_live(&record.namespace, &record.sid) {
