@@ -21,7 +21,7 @@
 
 use hmac::{Hmac, Mac};
 use jwt::{AlgorithmType, Header, Token, VerifyWithKey};
-use serde::Deserialize;
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -44,16 +44,56 @@ pub struct Grant {
     pub info: Option<Value>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A token's claims: the four this module reads by name, and the others (`sub`, `info`, the claims
+/// a channel binds) by key.
+#[derive(Debug)]
 struct Claims {
     exp: Option<Value>,
     nbf: Option<Value>,
-    #[serde(default)]
     channels: Option<Value>,
-    #[serde(default)]
     rooms: Option<Value>,
-    #[serde(flatten)]
     other: serde_json::Map<String, Value>,
+}
+
+/// What `#[derive(Deserialize)]` with `#[serde(flatten)] other` accepts (a JSON object, a named
+/// claim at most once), without serde's buffered `Content` machinery, which only this type and
+/// two others needed in the edge wasm.
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ClaimsVisitor;
+        impl<'de> Visitor<'de> for ClaimsVisitor {
+            type Value = Claims;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("struct Claims")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+                const NAMED: [&str; 4] = ["exp", "nbf", "channels", "rooms"];
+                let mut named: [Option<Option<Value>>; 4] = Default::default();
+                let mut other = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match NAMED.iter().position(|name| *name == key) {
+                        Some(slot) if named[slot].is_some() => {
+                            return Err(A::Error::duplicate_field(NAMED[slot]));
+                        }
+                        Some(slot) => named[slot] = Some(map.next_value()?),
+                        None => {
+                            let value = map.next_value()?;
+                            other.insert(key, value);
+                        }
+                    }
+                }
+                let [exp, nbf, channels, rooms] = named.map(Option::flatten);
+                Ok(Claims {
+                    exp,
+                    nbf,
+                    channels,
+                    rooms,
+                    other,
+                })
+            }
+        }
+        deserializer.deserialize_map(ClaimsVisitor)
+    }
 }
 
 /// Checks the CONNECT `auth` payload of a socket joining `channel` (whose params were bound by the

@@ -16,9 +16,11 @@ pub fn path(channel: &str) -> String {
     format!("{PREFIX}{channel}")
 }
 
-/// What the Worker asks of a channel's object.
+/// What the Worker asks of a channel's object: `{"call": "<name>", ...its fields}`. Read through
+/// [`CallFields`], which spares the wasm serde's buffered `Content` machinery that an internally
+/// tagged enum's `Deserialize` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "call", rename_all = "snake_case")]
+#[serde(tag = "call", rename_all = "snake_case", try_from = "CallFields")]
 pub enum Call {
     /// A server emit; answers a [`switchboard_core::api::ChannelEmitResult`].
     Emit { emit: ChannelEmit },
@@ -33,6 +35,49 @@ pub enum Call {
     Rebuild,
     /// Test-only: the object's wake-ups by kind; answers them as JSON.
     Stats,
+}
+
+/// A [`Call`] as sent; the Worker writes the `call` name first, and fields that the named call
+/// does not have are not looked at.
+#[derive(Deserialize)]
+struct CallFields {
+    call: CallName,
+    emit: Option<ChannelEmit>,
+    query: Option<HistoryQuery>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CallName {
+    Emit,
+    Occupancy,
+    History,
+    Presence,
+    Rebuild,
+    Stats,
+}
+
+impl TryFrom<CallFields> for Call {
+    type Error = &'static str;
+
+    fn try_from(fields: CallFields) -> Result<Self, Self::Error> {
+        const NO_QUERY: &str = "missing field `query`";
+        let CallFields { call, emit, query } = fields;
+        Ok(match call {
+            CallName::Emit => Call::Emit {
+                emit: emit.ok_or("missing field `emit`")?,
+            },
+            CallName::Occupancy => Call::Occupancy,
+            CallName::History => Call::History {
+                query: query.ok_or(NO_QUERY)?,
+            },
+            CallName::Presence => Call::Presence {
+                query: query.ok_or(NO_QUERY)?,
+            },
+            CallName::Rebuild => Call::Rebuild,
+            CallName::Stats => Call::Stats,
+        })
+    }
 }
 
 #[cfg(test)]
