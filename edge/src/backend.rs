@@ -13,8 +13,7 @@ use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use switchboard_core::backend::{BackendAnswer, BackendCall, MAX_ANSWER_BYTES};
 use worker::{
-    AbortController, AbortSignal, Delay, Env, Fetch, Headers, Method, Request, RequestInit,
-    RequestRedirect, Response,
+    AbortController, AbortSignal, Delay, Env, Fetch, Headers, Request, Response, web_sys,
 };
 
 /// The service binding that, when present, carries every backend call (a Worker of the app).
@@ -44,16 +43,27 @@ async fn send(env: &Env, call: &BackendCall, signal: &AbortSignal) -> BackendAns
             return BackendAnswer::Failed(format!("header {name} cannot be sent"));
         }
     }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual)
-        .with_body(Some(js_sys::Uint8Array::from(call.body.as_ref()).into()));
+    // Plain web_sys, as in the router: the `worker` crate's RequestInit drags in a serde bridge
+    // (for its `cf` options) that the edge otherwise does not need.
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(headers.as_ref());
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_body(&js_sys::Uint8Array::from(call.body.as_ref()).into());
+    let request = web_sys::Request::new_with_str_and_init(&call.url, &init).map(Request::from);
     let response = match env.service(SERVICE_BINDING) {
-        Ok(service) => service.fetch(call.url.clone(), Some(init)).await,
-        Err(_) => match Request::new_with_init(&call.url, &init) {
+        Ok(service) => match request {
+            Ok(request) => service.fetch_request(request).await,
+            Err(err) => Err(worker::Error::from(err)),
+        },
+        Err(_) => match request {
             Ok(request) => Fetch::Request(request).send_with_signal(signal).await,
-            Err(err) => return BackendAnswer::Failed(format!("bad request: {err}")),
+            Err(err) => {
+                let err = err
+                    .as_string()
+                    .unwrap_or_else(|| "invalid URL or options for Request".into());
+                return BackendAnswer::Failed(format!("bad request: {err}"));
+            }
         },
     };
     match response {
