@@ -312,7 +312,7 @@ impl AckCollector {
 
     /// The result, answers in the order the sockets' ids sort.
     pub fn finish(mut self) -> ChannelEmitResult {
-        self.answers.sort_by(|a, b| a.socket.cmp(&b.socket));
+        crate::sort::sort_by(&mut self.answers, |a, b| a.socket.cmp(&b.socket));
         ChannelEmitResult {
             delivered: self.delivered,
             acks: Some(self.answers),

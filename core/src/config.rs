@@ -830,7 +830,9 @@ impl Config {
             });
         }
         // Most specific first: a literal segment beats a parameter at the first place they differ.
-        rules.sort_by_key(|rule| std::cmp::Reverse(rule.pattern.specificity()));
+        crate::sort::sort_by_key(&mut rules, |rule| {
+            std::cmp::Reverse(rule.pattern.specificity())
+        });
 
         let debug_endpoints =
             optional_bool(vars.get(keys::DEBUG_ENDPOINTS), keys::DEBUG_ENDPOINTS)?;

@@ -31,4 +31,5 @@ pub mod engineio;
 pub mod frame;
 pub mod http;
 pub mod socketio;
+mod sort;
 pub mod testing;

@@ -887,7 +887,7 @@ impl SocketLayer {
                 })
             })
             .collect();
-        calls.sort_by_key(|call| call.id);
+        crate::sort::sort_by_key(&mut calls, |call| call.id);
         calls
     }
 

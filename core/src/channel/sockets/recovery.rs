@@ -254,7 +254,7 @@ impl Recovery {
             self.ops.retain(|op| !matches!(op, StoreOp::SetEpoch(_)));
         }
         let mut events = state.events;
-        events.sort_by_key(|(seq, _)| *seq);
+        crate::sort::sort_by_key(&mut events, |(seq, _)| *seq);
         self.history.clear();
         self.history_bytes = 0;
         // Offsets are never handed out twice, even past a row that cannot be read.
@@ -288,7 +288,7 @@ impl Recovery {
                 Err(_) => problems.push(format!("stored socket {pid:?} is unreadable; skipped")),
             }
         }
-        parked.sort_by_key(|(_, record)| record.disconnected_at);
+        crate::sort::sort_by_key(&mut parked, |(_, record)| record.disconnected_at);
         for (pid, record) in parked {
             let at = record.disconnected_at.unwrap_or(now);
             self.parked_order.push_back((at, pid.clone()));
