@@ -233,15 +233,12 @@ async fn call_channel<T: serde::de::DeserializeOwned>(
     channel: &str,
     call: &Call,
 ) -> Result<T, HttpResponse> {
-    let unavailable = |err: &dyn std::fmt::Display| {
-        ApiError {
-            status: 502,
-            code: "channel_unavailable",
-            field: None,
-            message: format!("the channel's Durable Object did not answer: {err}"),
-        }
-        .response()
-    };
+    let body = call_channel_body(env, channel, call).await?;
+    serde_json::from_slice(&body).map_err(|err| unavailable(&err))
+}
+
+/// [`call_channel`] up to the answer's body: not generic, so that the wasm has one copy of it.
+async fn call_channel_body(env: &Env, channel: &str, call: &Call) -> Result<Vec<u8>, HttpResponse> {
     let url = format!("https://channel{}", internal::path(channel));
     // Plain web_sys: the `worker` crate's RequestInit drags in a serde bridge the edge otherwise
     // does not need.
@@ -271,7 +268,18 @@ async fn call_channel<T: serde::de::DeserializeOwned>(
             body: body.into(),
         });
     }
-    serde_json::from_slice(&body).map_err(|err| unavailable(&err))
+    Ok(body)
+}
+
+/// The answer to an API call whose channel's Durable Object could not be asked.
+fn unavailable(err: &dyn std::fmt::Display) -> HttpResponse {
+    ApiError {
+        status: 502,
+        code: "channel_unavailable",
+        field: None,
+        message: format!("the channel's Durable Object did not answer: {err}"),
+    }
+    .response()
 }
 
 fn js_error(value: JsValue) -> String {
