@@ -103,5 +103,26 @@ mod tests {
         let text = serde_json::to_string(&emit).unwrap();
         assert!(text.starts_with(r#"{"call":"emit""#), "{text}");
         assert_eq!(serde_json::from_str::<Call>(&text).unwrap(), emit);
+        let query = HistoryQuery {
+            after: Some("1.2".into()),
+            limit: 10,
+        };
+        for call in [
+            Call::History {
+                query: query.clone(),
+            },
+            Call::Presence { query },
+        ] {
+            let text = serde_json::to_string(&call).unwrap();
+            assert_eq!(serde_json::from_str::<Call>(&text).unwrap(), call);
+        }
+        for bad in [
+            r#"{"call":"emit"}"#,
+            r#"{"call":"history"}"#,
+            r#"{"call":"nothing"}"#,
+            r#"{}"#,
+        ] {
+            assert!(serde_json::from_str::<Call>(bad).is_err(), "{bad}");
+        }
     }
 }
