@@ -1,7 +1,9 @@
 // Presence's cost: N socket.io-client sockets join one channel, all at once, and the run ends once
-// every socket has connected and (on a presence channel) every socket has seen every other
-// socket's join. Reports the time, and the messages each join cost: every frame the sockets
-// received, over N (without presence: the CONNECT reply alone; with it: the presence events).
+// every socket has connected and (on a presence channel) every socket has heard of the join of a
+// sentinel socket that connects after all of them: each socket hears the joins after its own (an
+// app asks for the list of those before it with `switchboard:members`), so the sentinel's join
+// reaching everyone means every change went out. Reports the time, and the messages each join
+// cost: every packet the sockets received, over N (without presence: the CONNECT reply alone).
 //
 //   node bench/presence.mjs --url http://127.0.0.1:4100 --channel chats/bench [--clients 1000]
 //
@@ -27,6 +29,7 @@ let frames = 0;
 let presenceEvents = 0;
 const sockets = [];
 const seenJoins = [];
+let sentinel = null;
 const started = performance.now();
 for (let n = 0; n < CLIENTS; n++) {
   const socket = io(SERVER, { path: `/socket.io/${channel}`, transports: ["websocket"], reconnection: false, forceNew: true, timeout: DEADLINE_MS });
@@ -52,14 +55,20 @@ for (;;) {
     presence = await new Promise((resolve) =>
       sockets[0].timeout(5000).emit("switchboard:members", (err, list) => resolve(!err && list && !list.error && typeof list.count === "number")),
     );
+    if (presence) {
+      const last = io(SERVER, { path: `/socket.io/${channel}`, transports: ["websocket"], reconnection: false, forceNew: true });
+      await new Promise((resolve) => last.once("connect", resolve));
+      sentinel = last.id;
+      sockets.push(last);
+    }
   }
-  const everyoneSeen = presence === false || (presence === true && seenJoins.every((seen) => seen.size >= CLIENTS));
+  const everyoneSeen = presence === false || (presence === true && sentinel !== null && seenJoins.every((seen) => seen.has(sentinel)));
   if (connectedAt !== null && everyoneSeen) {
     result = { ok: true, ms: Math.round(elapsed) };
     break;
   }
   if (elapsed > DEADLINE_MS) {
-    const short = seenJoins.filter((seen) => seen.size < CLIENTS).length;
+    const short = seenJoins.filter((seen) => !seen.has(sentinel)).length;
     result = { ok: false, ms: Math.round(elapsed), connected, sockets_missing_joins: short };
     break;
   }

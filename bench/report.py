@@ -89,6 +89,31 @@ def recovery(rows):
     return md
 
 
+def presence(rows):
+    """Presence: what 1,000 sockets joining one channel cost with it and without."""
+    runs = [r for r in rows if r["test"] == "presence-join"]
+    if not runs:
+        return []
+    md = ["## Presence: sockets joining one channel at once", "",
+          "Every socket of bench/presence.mjs (socket.io-client over WebSocket, one process) connects at once; "
+          "the run ends when all are connected and, with presence, every socket has seen every join. "
+          "Messages per join: every packet the sockets received, over the number of sockets (medians of the runs).", "",
+          "| channel | clients | all joined and seen after | messages per join | presence events received |",
+          "|---|---|---|---|---|"]
+    labels = {"switchboard-presence-off": "presence off",
+              "switchboard-presence-on": "presence on, each change at once",
+              "switchboard-presence-coalesced": "presence on, 100 ms coalescing (chats/:id as shipped)"}
+    for server, label in labels.items():
+        mine = [r for r in runs if r["server"] == server and r.get("ok")]
+        if not mine:
+            continue
+        md.append(f"| {label} | {mine[0]['clients']:,} | {median([r['ms'] for r in mine]):,.0f} ms | "
+                  f"{median([r['messages_per_join'] for r in mine]):,.1f} | "
+                  f"{median([r['presence_events'] for r in mine]):,.0f} |")
+    md.append("")
+    return md
+
+
 def handlers(rows):
     """Backend handlers: overhead over calling the backend directly, medians over the rounds."""
     def values(test, field, sub=None):
@@ -238,6 +263,7 @@ def main(results, out_dir, machine):
 
     md += handlers(rows)
     md += recovery(rows)
+    md += presence(rows)
 
     # Edge.
     edge = [(s, by_key.get((s, "edge-emit-1000"))) for s in ["switchboard-edge", "js-durable-object"]]

@@ -204,6 +204,24 @@ export WRANGLER EDGE_STORM_STATE LOGS ROOT BENCH_CHANNELS_RECOVERY
 storm switchboard-edge 4202 --restart 'kill -KILL -- -"$(cat "$ROOT/target/bench/edge-storm.pgid")"; sleep 0.5; edge_storm_server; for _ in $(seq 1 600); do curl -sf -o /dev/null http://127.0.0.1:4202/healthz && break; sleep 0.1; done'
 kill -KILL -- -"$(cat "$ROOT/target/bench/edge-storm.pgid")" 2>/dev/null || true
 
+# Presence: PRESENCE_CLIENTS sockets join one channel at once (bench/presence.mjs), on the same
+# channel with presence off, on, and on with the shipped 100 ms coalescing window.
+PRESENCE_CLIENTS="${PRESENCE_CLIENTS:-1000}"
+presence_run() { # name channels-json
+    step "presence: $1 (native)"
+    start_server "switchboard-$1" 4100 env -C "$TMP_CWD" API_SECRET=bench-secret CHANNELS="$2" RUST_LOG=warn \
+        "$ROOT/target/release/switchboard" --port 4100
+    local result
+    if result="$(node bench/presence.mjs --url http://127.0.0.1:4100 --channel chats/bench --clients "$PRESENCE_CLIENTS")"; then :; fi
+    [ -n "$result" ] && record "switchboard-$1" presence-join "$result"
+    stop_server
+}
+for _ in 1 2; do
+    presence_run presence-off '{"chats/:id":{"relay":"all"}}'
+    presence_run presence-on '{"chats/:id":{"relay":"all","presence":true}}'
+    presence_run presence-coalesced '{"chats/:id":{"relay":"all","presence":{"coalesce":100}}}'
+done
+
 step "edge: the JS Durable Object baseline under wrangler dev"
 start_server js-durable-object 4201 "$WRANGLER" dev --config bench/edge-baseline/wrangler.toml --ip 127.0.0.1 --port 4201 \
     --persist-to "$ROOT/target/bench/wrangler-baseline" --show-interactive-dev-session=false
