@@ -118,7 +118,8 @@ pub struct PresencePolicy {
     pub max_members: usize,
     /// Largest member info (a token's `info` claim, or the connect hook's `user.info`), as JSON.
     pub max_info_bytes: usize,
-    /// Changes within this window go out as one `switchboard:presence` event (0: each at once).
+    /// Changes within this window go out as one `switchboard:presence` event (0, the default:
+    /// each at once).
     pub coalesce_ms: u64,
     /// Most members one `switchboard:members` answer (or API page) lists.
     pub page_size: usize,
@@ -132,7 +133,7 @@ impl Default for PresencePolicy {
         Self {
             max_members: DEFAULT_PRESENCE_MEMBERS,
             max_info_bytes: DEFAULT_PRESENCE_INFO_BYTES,
-            coalesce_ms: 0,
+            coalesce_ms: DEFAULT_PRESENCE_COALESCE_MS,
             page_size: DEFAULT_PRESENCE_PAGE,
             leave_grace_ms: DEFAULT_PRESENCE_LEAVE_GRACE_MS,
         }
@@ -142,6 +143,8 @@ impl Default for PresencePolicy {
 pub const DEFAULT_PRESENCE_MEMBERS: usize = 10_000;
 pub const DEFAULT_PRESENCE_INFO_BYTES: usize = 1_024;
 pub const DEFAULT_PRESENCE_PAGE: usize = 100;
+/// Each change goes out at once unless a window is set (`chats/:id` ships with 100 ms).
+pub const DEFAULT_PRESENCE_COALESCE_MS: u64 = 0;
 /// A socket.io client retries after 0.5 to 1.5 s at first; five seconds covers a blip.
 pub const DEFAULT_PRESENCE_LEAVE_GRACE_MS: u64 = 5_000;
 const MAX_PRESENCE_MEMBERS: u64 = 1_000_000;

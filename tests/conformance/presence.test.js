@@ -151,7 +151,7 @@ describe("presence", () => {
     const tab1 = await joinAs(t, channel, "alice");
     const tab2 = await joinAs(t, channel, "alice");
     await seen.waitForChange("+alice");
-    await sleep(100);
+    await sleep(400);
     const before = seen.changes().length;
     const rebuilt = await debug("rebuild", channel);
     assert.equal(rebuilt.status, 200, JSON.stringify(rebuilt.body));

@@ -113,9 +113,12 @@ impl SocketLayer {
         let recovery = policy
             .recovery
             .map(|recovery| Box::new(Recovery::new(recovery, epoch)));
-        let presence = policy
-            .presence
-            .map(|presence| Box::new(Presence::new(presence)));
+        let presence = policy.presence.map(|mut presence| {
+            // A parked socket stays a member at most as long as it may still recover.
+            let window = policy.recovery.map_or(0, |recovery| recovery.window_ms);
+            presence.leave_grace_ms = presence.leave_grace_ms.min(window);
+            Box::new(Presence::new(presence))
+        });
         Self {
             recovery,
             presence,
@@ -560,7 +563,7 @@ impl SocketLayer {
             let admitted = presence.check_admission(&key, member_info.as_ref());
             (key, admitted)
         });
-        let member = match member {
+        let mut member = match member {
             Some((_, Err(reason))) => {
                 Self::refuse_connect(engine, key, namespace, &reason);
                 return;
@@ -602,6 +605,19 @@ impl SocketLayer {
             .recovery
             .as_mut()
             .and_then(|recovery| recovery.take(auth, namespace, &claim, now));
+        // Not recovered after all (another user, or what it missed is gone): the parked socket
+        // whose id it was offered stays parked, so this one takes a new id.
+        if recovered.is_none()
+            && self
+                .presence
+                .as_ref()
+                .is_some_and(|presence| presence.in_grace(&socket_id))
+        {
+            socket_id = self.new_socket_id(engine, namespace);
+            if let Some(MemberKey::Anonymous(id)) = member.as_mut() {
+                *id = socket_id.clone();
+            }
+        }
         let recovery_state = match (&recovered, &mut self.recovery) {
             (Some((pid, _, _)), Some(recovery)) => Some(Box::new(SocketRecovery {
                 pid: pid.clone(),
@@ -1470,7 +1486,10 @@ impl SocketLayer {
         if let Some(presence) = self.presence.as_mut() {
             let grace = presence.leave_grace_ms();
             for (pid, record) in recovery.parked() {
-                if record.presence_left {
+                let live = namespaces
+                    .get(&record.namespace)
+                    .is_some_and(|ns| ns.sockets.contains_key(&record.sid));
+                if record.presence_left || live {
                     continue;
                 }
                 let member = MemberKey::of(record.user.as_deref(), &record.sid);

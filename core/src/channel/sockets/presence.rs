@@ -172,6 +172,11 @@ impl Presence {
         self.policy.leave_grace_ms
     }
 
+    /// Whether socket `socket_id` is parked, in its leave grace.
+    pub fn in_grace(&self, socket_id: &str) -> bool {
+        self.in_grace.contains_key(socket_id)
+    }
+
     /// Whether a socket of member `key`, with `info`, may join: the channel's member cap and the
     /// info's size, each refused with the reason a client is told.
     pub fn check_admission(&self, key: &MemberKey, info: Option<&Value>) -> Result<(), String> {
@@ -313,7 +318,7 @@ impl Presence {
     /// The members after cursor `after` (from the first without it), at most `limit` (and at
     /// most the channel's page size).
     pub fn page(&self, after: Option<&str>, limit: usize) -> Result<PresencePage, PresenceError> {
-        let limit = limit.clamp(1, self.policy.page_size);
+        let limit = limit.min(self.policy.page_size).max(1);
         let start = match after {
             None => None,
             Some(cursor) => Some(
@@ -388,6 +393,17 @@ impl Presence {
     }
 
     fn hold(&mut self, key: MemberKey, socket_id: &str, pid: String, deadline: u64) {
+        // One grace per socket id: an earlier one (a socket parked twice) ends now, uncounted.
+        if let Some(earlier) = self.in_grace.remove(socket_id) {
+            self.grace_order
+                .remove(&(earlier.deadline, socket_id.to_string()));
+            if let Some(member) = self.members.get_mut(&earlier.key) {
+                member.sockets = member.sockets.saturating_sub(1);
+                if member.sockets == 0 {
+                    self.members.remove(&earlier.key);
+                }
+            }
+        }
         self.grace_order.insert((deadline, socket_id.to_string()));
         self.in_grace
             .insert(socket_id.to_string(), InGrace { key, deadline, pid });

@@ -23,7 +23,11 @@ fn presence_channel_beating(
     ping_interval_ms: u64,
 ) -> Harness {
     use crate::config::{AuthMode, ChannelPattern, Secret};
-    let mut presence = PresencePolicy::default();
+    // Each change at once, unless a test coalesces.
+    let mut presence = PresencePolicy {
+        coalesce_ms: 0,
+        ..PresencePolicy::default()
+    };
     edit(&mut presence);
     let mut h = Harness::relay_with(RelayMode::All, |policy| {
         policy.auth = AuthMode::Private;
@@ -147,7 +151,10 @@ fn a_join_reaches_every_socket_the_joiner_included_once() {
 #[test]
 fn anonymous_sockets_count_as_themselves() {
     let mut h = Harness::relay_with(RelayMode::All, |policy| {
-        policy.presence = Some(PresencePolicy::default());
+        policy.presence = Some(PresencePolicy {
+            coalesce_ms: 0,
+            ..PresencePolicy::default()
+        });
     });
     let one = h.connect(1, "/");
     let two = h.connect(2, "/");
@@ -463,5 +470,57 @@ fn the_server_may_not_emit_presence_events() {
     assert_eq!(
         refused,
         Err(EmitError::ReservedEvent(PRESENCE_EVENT.to_string()))
+    );
+}
+
+#[test]
+fn another_user_presenting_a_parked_pid_gets_a_new_id_and_the_parked_one_still_leaves() {
+    let mut h = presence_channel(|presence| presence.leave_grace_ms = 2_000, true);
+    let (reply, _) = join_as(&mut h, 1, "alice");
+    join_as(&mut h, 2, "bob");
+    h.outputs();
+    h.channel.handle_ws_closed(1, h.now);
+    let token = token_for(&h, "mallory", Value::Null);
+    let (other, outputs) = join_with(&mut h, 3, json!({ "token": token, "pid": reply["pid"] }));
+    assert_ne!(other["sid"], reply["sid"], "not recovered, so not her id");
+    assert_eq!(
+        presence_seen(&outputs, 2),
+        [(vec!["+mallory".to_string()], 3)]
+    );
+    h.advance(2_100);
+    assert_eq!(
+        presence_seen(&h.outputs(), 2),
+        [(vec!["-alice".to_string()], 2)]
+    );
+    assert_eq!(member_ids(&h), ["bob", "mallory"]);
+}
+
+#[test]
+fn a_rebuilt_channel_sends_coalesced_changes_when_the_window_closes() {
+    let mut h = presence_channel(|presence| presence.coalesce_ms = 100, false);
+    join_as(&mut h, 1, "alice");
+    join_as(&mut h, 2, "bob");
+    h.advance(200);
+    let snapshots = h.channel.snapshots();
+    let mut rebuilt = Harness {
+        channel: Channel::restore(
+            "room/1",
+            h.channel.policy().clone(),
+            Box::new(crate::testing::SequenceRandom::new(3)),
+            snapshots,
+            h.now,
+        ),
+        now: h.now,
+    };
+    rebuilt.outputs();
+    rebuilt.channel.handle_ws_closed(1, rebuilt.now);
+    assert!(
+        presence_seen(&rebuilt.outputs(), 2).is_empty(),
+        "not before the window closes"
+    );
+    rebuilt.advance(150);
+    assert_eq!(
+        presence_seen(&rebuilt.outputs(), 2),
+        [(vec!["-alice".to_string()], 1)]
     );
 }
