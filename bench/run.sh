@@ -218,7 +218,7 @@ presence_run() { # name channels-json
 }
 for _ in 1 2; do
     presence_run presence-off '{"chats/:id":{"relay":"all"}}'
-    presence_run presence-on '{"chats/:id":{"relay":"all","presence":true}}'
+    presence_run presence-on '{"chats/:id":{"relay":"all","presence":{"coalesce":0}}}'
     presence_run presence-coalesced '{"chats/:id":{"relay":"all","presence":{"coalesce":100}}}'
 done
 

@@ -118,8 +118,8 @@ pub struct PresencePolicy {
     pub max_members: usize,
     /// Largest member info (a token's `info` claim, or the connect hook's `user.info`), as JSON.
     pub max_info_bytes: usize,
-    /// Changes within this window go out as one `switchboard:presence` event (0, the default:
-    /// each at once).
+    /// Changes within this window go out as one `switchboard:presence` event (100 ms by default;
+    /// 0: each at once).
     pub coalesce_ms: u64,
     /// Most members one `switchboard:members` answer (or API page) lists.
     pub page_size: usize,
@@ -143,8 +143,9 @@ impl Default for PresencePolicy {
 pub const DEFAULT_PRESENCE_MEMBERS: usize = 10_000;
 pub const DEFAULT_PRESENCE_INFO_BYTES: usize = 1_024;
 pub const DEFAULT_PRESENCE_PAGE: usize = 100;
-/// Each change goes out at once unless a window is set (`chats/:id` ships with 100 ms).
-pub const DEFAULT_PRESENCE_COALESCE_MS: u64 = 0;
+/// Changes within 100 ms go out together: a burst of joins costs each member a few events, not
+/// one per join (n²/2 messages for n sockets joining at once).
+pub const DEFAULT_PRESENCE_COALESCE_MS: u64 = 100;
 /// A socket.io client retries after 0.5 to 1.5 s at first; five seconds covers a blip.
 pub const DEFAULT_PRESENCE_LEAVE_GRACE_MS: u64 = 5_000;
 const MAX_PRESENCE_MEMBERS: u64 = 1_000_000;
@@ -730,7 +731,7 @@ struct HandlerSpec {
 pub const EMBEDDED_DEFAULT_VARS: &str = r#"{
     "CHANNELS": {
         "/": { "relay": "all" },
-        "chats/:id": { "relay": "all", "client_rooms": true, "recovery": true, "presence": { "coalesce": 100 } }
+        "chats/:id": { "relay": "all", "client_rooms": true, "recovery": true, "presence": true }
     }
 }"#;
 

@@ -151,8 +151,11 @@ describe("presence", () => {
     const tab1 = await joinAs(t, channel, "alice");
     const tab2 = await joinAs(t, channel, "alice");
     await seen.waitForChange("+alice");
-    await sleep(400);
+    await sleep(100);
     const before = seen.changes().length;
+    // Right after a ping: a rebuilt channel pings again an interval later (natively, a session's
+    // own timer restarts), which must come within the client's ping timeout.
+    await once(bob.io.engine, "ping", 2000);
     const rebuilt = await debug("rebuild", channel);
     assert.equal(rebuilt.status, 200, JSON.stringify(rebuilt.body));
     assert.equal(rebuilt.body.rebuilt_sessions, 3);
