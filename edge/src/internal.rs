@@ -17,7 +17,7 @@ pub fn path(channel: &str) -> String {
 }
 
 /// What the Worker asks of a channel's object: `{"call": "<name>", ...its fields}`. Read through
-/// [`CallFields`], which spares the wasm serde's buffered `Content` machinery that an internally
+/// `CallFields`, which spares the wasm serde's buffered `Content` machinery that an internally
 /// tagged enum's `Deserialize` needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "call", rename_all = "snake_case", try_from = "CallFields")]

@@ -29,7 +29,7 @@ pub struct SessionSnapshot {
 
 /// A backend call in flight, inside a [`SessionSnapshot`]. Its JSON is one flat object, the
 /// call's fields then its kind's (`"kind": "event"` or `"connect"`), as `#[serde(flatten)]` of an
-/// internally tagged enum would write it; it goes through [`CallSnapshotFields`] instead, which
+/// internally tagged enum would write it; it goes through `CallSnapshotFields` instead, which
 /// spares the edge wasm serde's buffered `Content` machinery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "CallSnapshotFields", into = "CallSnapshotFields")]
