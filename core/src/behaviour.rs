@@ -30,7 +30,7 @@ pub const MAX_ROOM_NAME_LEN: usize = 128;
 pub const MAX_ROOMS_PER_SOCKET: usize = 32;
 
 /// A read-only view of the socket an event came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct SocketView<'a> {
     /// The Socket.IO socket id (per namespace, public).
     pub id: &'a str,
@@ -38,6 +38,21 @@ pub struct SocketView<'a> {
     pub rooms: &'a BTreeSet<String>,
     /// Rooms the socket's token lets it join even where clients may not choose rooms.
     pub granted_rooms: &'a [String],
+    /// Whether a name is the id of another socket of the channel, live or parked for recovery.
+    /// A socket's id is a room of its own (emits to it reach that socket), so a client may not
+    /// join a room of that name: it would receive what is sent to the other socket.
+    pub is_socket_id: &'a dyn Fn(&str) -> bool,
+}
+
+impl std::fmt::Debug for SocketView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketView")
+            .field("id", &self.id)
+            .field("namespace", &self.namespace)
+            .field("rooms", &self.rooms)
+            .field("granted_rooms", &self.granted_rooms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An event (or ack) received from a client, attachments already collected.
@@ -162,6 +177,9 @@ impl RelayBehaviour {
                 ));
             }
         };
+        if joining && room != socket.id && (socket.is_socket_id)(&room) {
+            return refuse("that room name is another socket's id: a client may not join it");
+        }
         // Joining needs the channel's permission or the token's; leaving is always allowed.
         if joining && !self.client_rooms && !socket.granted_rooms.contains(&room) {
             return refuse(

@@ -62,6 +62,19 @@ describe("POST /emit", () => {
     assert.equal(union.body.delivered, 4);
   });
 
+  test("a client cannot join another socket's id, so an emit to that id reaches its socket alone", async (t) => {
+    const channel = `relay/${uniqueId()}`;
+    const [victim, thief] = await clients(t, channel, 2);
+    const [reply] = await emitAck(thief, "switchboard:join", victim.id);
+    assert.equal(reply.ok, false);
+    assert.match(reply.error, /another socket's id/);
+    const rec = record(victim, "secret");
+    const { body } = await emit({ channel, event: "secret", data: "for the victim", rooms: [victim.id] });
+    assert.equal(body.delivered, 1);
+    assert.deepEqual((await rec.waitFor(1))[0], ["for the victim"]);
+    await expectNoEvent(thief, "secret", 300);
+  });
+
   test("a batch sends one event to several channels, with a count per channel", async (t) => {
     const one = `relay/${uniqueId()}`;
     const two = `relay/${uniqueId()}`;

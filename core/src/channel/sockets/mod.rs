@@ -501,9 +501,29 @@ impl SocketLayer {
         (sockets as u64 >= max).then(|| format!("channel is full: at most {max} sockets"))
     }
 
+    /// A fresh socket id: not a live or parked socket's, nor a room's (a room of that name
+    /// would receive what is sent to the new socket).
     fn new_socket_id(&self, engine: &mut Engine, namespace: &str) -> String {
         let taken = self.namespaces.get(namespace);
-        engine.new_id(|id| taken.is_some_and(|namespace| namespace.sockets.contains_key(id)))
+        engine.new_id(|id| {
+            taken.is_some_and(|namespace| {
+                namespace.sockets.contains_key(id) || namespace.rooms.contains_key(id)
+            }) || self
+                .recovery
+                .as_ref()
+                .is_some_and(|recovery| recovery.parks_sid(id))
+        })
+    }
+
+    /// Whether `name` is the id of a socket of `namespace`, or of a socket parked for recovery.
+    fn is_socket_id(&self, namespace: &str, name: &str) -> bool {
+        self.namespaces
+            .get(namespace)
+            .is_some_and(|namespace| namespace.sockets.contains_key(name))
+            || self
+                .recovery
+                .as_ref()
+                .is_some_and(|recovery| recovery.parks_sid(name))
     }
 
     /// Lets a socket into `namespace`, once the token and the connect hook (if any) agreed: the
@@ -572,11 +592,13 @@ impl SocketLayer {
             None => None,
         };
         let no_rooms = BTreeSet::new();
+        let is_socket_id = |name: &str| self.is_socket_id(namespace, name);
         let view = SocketView {
             id: &socket_id,
             namespace,
             rooms: &no_rooms,
             granted_rooms: &grant.rooms,
+            is_socket_id: &is_socket_id,
         };
         let actions = match self.behaviour.on_connect(view, auth) {
             ConnectDecision::Reject(message) => {
@@ -961,11 +983,13 @@ impl SocketLayer {
         let Some(socket) = self.socket(key, namespace) else {
             return;
         };
+        let is_socket_id = |name: &str| self.is_socket_id(namespace, name);
         let view = SocketView {
             id: &socket.id,
             namespace,
             rooms: &socket.rooms,
             granted_rooms: &socket.granted_rooms,
+            is_socket_id: &is_socket_id,
         };
         let event = IncomingEvent {
             name,

@@ -28,10 +28,12 @@ impl Namespace {
         } else {
             let mut union = BTreeSet::new();
             for room in rooms {
+                // A socket is always in the room of its own id, whoever else a server put there.
+                if let Some(key) = self.sockets.get(room) {
+                    union.insert(*key);
+                }
                 if let Some(members) = self.rooms.get(room) {
                     union.extend(members.iter().copied());
-                } else if let Some(key) = self.sockets.get(room) {
-                    union.insert(*key);
                 }
             }
             Members::Rooms(union.into_iter())

@@ -17,7 +17,7 @@
 //! [`StoreOp`]s (see [`crate::channel::Channel::with_durable_store`]): one batch per input, which
 //! it writes as it comes, and which it hands back at start as a [`StoredState`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -204,6 +204,10 @@ pub(crate) struct Recovery {
     history_bytes: usize,
     /// Disconnected sockets by pid.
     parked: FastMap<String, SocketRecord>,
+    /// The socket ids of `parked`: a client may not take one as a room name (it would receive
+    /// what is sent to that socket once it is back). Kept with `parked` by `keep_parked` and
+    /// `drop_parked`.
+    parked_sids: BTreeSet<String>,
     /// `(disconnected_at, pid)`, oldest first; entries of pids recovered since are skipped.
     parked_order: VecDeque<(u64, String)>,
     /// Set by a host that stores what it is given: the writes of the current input.
@@ -223,6 +227,7 @@ impl Recovery {
             history: VecDeque::new(),
             history_bytes: 0,
             parked: FastMap::default(),
+            parked_sids: BTreeSet::new(),
             parked_order: VecDeque::new(),
             durable: false,
             holds_state: false,
@@ -292,7 +297,7 @@ impl Recovery {
         for (pid, record) in parked {
             let at = record.disconnected_at.unwrap_or(now);
             self.parked_order.push_back((at, pid.clone()));
-            self.parked.insert(pid, record);
+            self.keep_parked(pid, record);
         }
         self.prune(now);
         problems
@@ -394,7 +399,7 @@ impl Recovery {
                 break;
             };
             if !stale {
-                self.parked.remove(&pid);
+                self.drop_parked(&pid);
                 if self.durable {
                     self.ops.push(StoreOp::DeleteSocket { pid });
                 }
@@ -467,7 +472,7 @@ impl Recovery {
         record.disconnected_at = Some(now);
         self.socket_changed(&pid, &record);
         self.parked_order.push_back((now, pid.clone()));
-        self.parked.insert(pid, record);
+        self.keep_parked(pid, record);
         // Entries of sockets recovered since are skipped by `prune` only once they reach the
         // front; drop them before they pile up behind a live one.
         if self.parked_order.len() > 2 * self.parked.len() + 16 {
@@ -479,6 +484,25 @@ impl Recovery {
             });
         }
         self.prune(now);
+    }
+
+    /// Whether `sid` is the id of a parked socket (of any namespace).
+    pub fn parks_sid(&self, sid: &str) -> bool {
+        self.parked_sids.contains(sid)
+    }
+
+    fn keep_parked(&mut self, pid: String, record: SocketRecord) {
+        let sid = record.sid.clone();
+        if let Some(earlier) = self.parked.insert(pid, record) {
+            self.parked_sids.remove(&earlier.sid);
+        }
+        self.parked_sids.insert(sid);
+    }
+
+    fn drop_parked(&mut self, pid: &str) -> Option<SocketRecord> {
+        let record = self.parked.remove(pid)?;
+        self.parked_sids.remove(&record.sid);
+        Some(record)
     }
 
     /// The parked sockets, by pid.
@@ -498,7 +522,7 @@ impl Recovery {
 
     /// A socket went away for good.
     pub fn forget(&mut self, pid: &str) {
-        self.parked.remove(pid);
+        self.drop_parked(pid);
         if self.durable {
             self.ops.retain(
                 |op| !matches!(op, StoreOp::PutSocket { pid: earlier, .. } if earlier == pid),
@@ -551,7 +575,7 @@ impl Recovery {
         let (pid, offset) = recovery_auth(auth)?;
         let since = self.missed_since(record, offset).ok()?;
         let pid = pid.to_string();
-        let mut record = self.parked.remove(&pid)?;
+        let mut record = self.drop_parked(&pid)?;
         // Rooms its new token no longer grants are not given back, nor what was sent to them.
         if let Some(granted) = claim.granted_rooms {
             let revoked: Vec<String> = record

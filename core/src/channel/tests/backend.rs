@@ -298,6 +298,40 @@ fn a_backend_that_hangs_times_out_at_the_handlers_deadline() {
 }
 
 #[test]
+fn a_backend_may_join_a_socket_to_another_sockets_id_and_both_then_hear_it() {
+    let mut h = shop(|policy| {
+        let handlers = &mut policy.handlers;
+        handlers.insert("watch".into(), handler(AckShape::Raw, 1_000));
+    });
+    h.connect(1, "/");
+    let watched = h.connect(2, "/");
+    h.outputs();
+    h.text(1, &format!(r#"429["watch","{watched}"]"#));
+    let [call] = calls(&h.outputs()).try_into().unwrap();
+    h.channel
+        .handle_backend_answer(call.id, ok(json!({ "join": [watched] })), h.now);
+    h.outputs();
+    let reached = h
+        .channel
+        .emit(
+            ServerEmit {
+                namespace: "/".into(),
+                args: json!(["note"]),
+                rooms: vec![watched.clone()],
+                ..ServerEmit::default()
+            },
+            h.now,
+        )
+        .unwrap()
+        .delivered;
+    // The socket is in the room of its own id even though that room now has other members.
+    assert_eq!(reached, 2);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 1), vec![r#"42["note"]"#]);
+    assert_eq!(texts(&out, 2), vec![r#"42["note"]"#]);
+}
+
+#[test]
 fn answers_emit_to_rooms_join_and_leave_and_disconnect() {
     let mut h = shop(|policy| {
         let handlers = &mut policy.handlers;

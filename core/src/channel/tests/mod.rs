@@ -280,6 +280,44 @@ fn relay_others_skips_the_sender_and_none_reaches_nobody() {
 }
 
 #[test]
+fn a_client_cannot_join_another_sockets_id_and_emits_to_an_id_always_reach_that_socket() {
+    let mut h = Harness::relay(RelayMode::All);
+    let victim = h.connect(1, "/");
+    let thief = h.connect(2, "/");
+    h.outputs();
+    h.text(2, &format!(r#"421["switchboard:join","{victim}"]"#));
+    let refused = texts(&h.outputs(), 2);
+    assert_eq!(refused.len(), 1);
+    assert!(
+        refused[0].starts_with(r#"431[{"error":"that room name is another socket's id"#),
+        "{refused:?}"
+    );
+    assert!(h.channel.room_members("/", &victim).is_empty());
+    // Its own id is a room it is already in; asking is harmless.
+    h.text(2, &format!(r#"422["switchboard:join","{thief}"]"#));
+    assert_eq!(texts(&h.outputs(), 2).len(), 1);
+
+    // An emit to the victim's id reaches the victim alone.
+    let reached = h
+        .channel
+        .emit(
+            ServerEmit {
+                namespace: "/".into(),
+                args: json!(["private"]),
+                rooms: vec![victim.clone()],
+                ..ServerEmit::default()
+            },
+            h.now,
+        )
+        .unwrap()
+        .delivered;
+    assert_eq!(reached, 1);
+    let out = h.outputs();
+    assert_eq!(texts(&out, 1), vec![r#"42["private"]"#]);
+    assert!(texts(&out, 2).is_empty());
+}
+
+#[test]
 fn namespaces_are_isolated_and_unknown_ones_refused() {
     let mut h = Harness::relay(RelayMode::All);
     h.connect(1, "/");

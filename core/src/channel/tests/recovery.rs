@@ -107,6 +107,32 @@ fn a_client_back_within_the_window_gets_its_id_rooms_and_missed_events_in_order(
 }
 
 #[test]
+fn a_parked_sockets_id_cannot_be_joined_as_a_room_so_nobody_hears_what_it_missed() {
+    let mut h = recovery_harness(|_| {});
+    let (reply, _) = connect_with(&mut h, 1, None);
+    let (sid, pid) = (
+        reply["sid"].as_str().unwrap().to_string(),
+        reply["pid"].clone(),
+    );
+    connect_with(&mut h, 2, None);
+    h.channel.handle_ws_closed(1, h.now);
+    h.outputs();
+    h.text(2, &format!(r#"421["switchboard:join","{sid}"]"#));
+    let refused = texts(&h.outputs(), 2);
+    assert!(refused[0].contains(r#""ok":false"#), "{refused:?}");
+    let missed = emit(&mut h, &[&sid], json!(["for you"]));
+    assert_eq!(missed.delivered, 0);
+    assert!(h.outputs().is_empty());
+    // The socket comes back under its id and gets it; once it is live again the name stays
+    // refused.
+    let (again, after) = connect_with(&mut h, 3, Some(json!({ "pid": pid })));
+    assert_eq!(again["sid"], json!(sid));
+    assert_eq!(events(&after)[0][0], json!("for you"));
+    h.text(2, &format!(r#"422["switchboard:join","{sid}"]"#));
+    assert!(texts(&h.outputs(), 2)[0].contains(r#""ok":false"#));
+}
+
+#[test]
 fn a_client_that_saw_no_event_yet_recovers_from_where_it_connected() {
     let mut h = recovery_harness(|_| {});
     emit(&mut h, &[], json!(["before"]));
