@@ -146,6 +146,12 @@ struct Opening {
     slot: Option<SessionSlot>,
 }
 
+impl Opening {
+    fn unbox(opening: Box<Opening>) -> Opening {
+        *opening
+    }
+}
+
 async fn polling(
     state: AppState,
     key: String,
@@ -330,7 +336,8 @@ async fn run_websocket(
 ) {
     let conn = next_conn_id();
     let (outbound, mut from_channel) = outbox();
-    let Opening { sid, client, slot } = *opening;
+    // Unboxed in a call of its own, so that the box is freed now, not when this future ends.
+    let Opening { sid, client, slot } = Opening::unbox(opening);
     let open = Command::WsOpen {
         conn,
         sid,

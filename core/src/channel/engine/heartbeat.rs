@@ -5,7 +5,7 @@
 //! [`crate::channel::Channel::with_batched_heartbeats`]). Deadlines count from when an event was
 //! due, not from when a possibly late timer fired.
 
-use super::session::Transport;
+use super::session::{Heartbeat, Transport};
 use super::{Engine, EngineTimer, SessionKey};
 use crate::channel::{CloseReason, ConnId, Output};
 
@@ -19,10 +19,7 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        let heartbeat = &mut session.heartbeat;
-        heartbeat.next_ping_at = Some(now + interval);
-        heartbeat.pong_deadline = None;
-        heartbeat.awaiting_pong_since = None;
+        session.heartbeat = Heartbeat::PingAt(now + interval);
         self.schedule(key);
     }
 
@@ -32,10 +29,7 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        let heartbeat = &mut session.heartbeat;
-        heartbeat.next_ping_at = None;
-        heartbeat.pong_deadline = None;
-        heartbeat.awaiting_pong_since = awaiting_since;
+        session.heartbeat = awaiting_since.map_or(Heartbeat::Quiet, Heartbeat::PongSince);
         if self.timers.get(EngineTimer::PingRound).is_none() {
             self.timers
                 .set(EngineTimer::PingRound, now + self.policy.ping_interval_ms);
@@ -56,11 +50,11 @@ impl Engine {
     pub(super) fn handle_pong(&mut self, key: SessionKey, now: u64) {
         let interval = self.policy.ping_interval_ms;
         if let Some(session) = self.sessions.get_mut(&key) {
-            let heartbeat = &mut session.heartbeat;
-            if heartbeat.awaiting_pong_since.take().is_none() {
-                heartbeat.pong_deadline = None;
-                heartbeat.next_ping_at = Some(now + interval);
-            }
+            session.heartbeat = match session.heartbeat {
+                // The rounds' ping answered: the next round pings it again.
+                Heartbeat::PongSince(_) => Heartbeat::Quiet,
+                _ => Heartbeat::PingAt(now + interval),
+            };
         }
         self.schedule(key);
     }
@@ -76,10 +70,10 @@ impl Engine {
         if let Some(session) = self.sessions.get_mut(key)
             && session
                 .heartbeat
-                .awaiting_pong_since
+                .awaiting_pong_since()
                 .is_some_and(|since| at >= since)
         {
-            session.heartbeat.awaiting_pong_since = None;
+            session.heartbeat = Heartbeat::Quiet;
         }
     }
 
@@ -95,11 +89,11 @@ impl Engine {
                 continue;
             };
             let heartbeat = &mut session.heartbeat;
-            if heartbeat.next_ping_at.is_some() {
+            if heartbeat.next_ping_at().is_some() {
                 // Still waiting for its first ping, on its own timer.
                 continue;
             }
-            match heartbeat.awaiting_pong_since {
+            match heartbeat.awaiting_pong_since() {
                 // The oldest unanswered ping is past its answer time.
                 Some(since) if now >= since.saturating_add(ping_timeout) => {
                     expired.push(*key);
@@ -108,7 +102,7 @@ impl Engine {
                 // Still within its answer time (a ping timeout longer than the interval): ping
                 // again; an answer to either ping counts.
                 Some(_) => {}
-                None => heartbeat.awaiting_pong_since = Some(now),
+                None => *heartbeat = Heartbeat::PongSince(now),
             }
             pinged.push(conn);
         }
@@ -143,10 +137,9 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        let ping_due = session.heartbeat.next_ping_at.filter(|at| *at <= now);
+        let ping_due = session.heartbeat.next_ping_at().filter(|at| *at <= now);
         if let Some(due) = ping_due {
-            session.heartbeat.next_ping_at = None;
-            session.heartbeat.pong_deadline = Some(due + ping_timeout);
+            session.heartbeat = Heartbeat::PongBy(due + ping_timeout);
             let ping = self.ping.clone();
             self.send(key, &ping);
             if self.pinged_in_rounds(key) {
@@ -157,23 +150,22 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        if session.heartbeat.pong_deadline.is_some_and(|at| at <= now) {
+        if session
+            .heartbeat
+            .pong_deadline()
+            .is_some_and(|at| at <= now)
+        {
             self.close(key, CloseReason::PingTimeout);
             return;
         }
         let mut noop_due = false;
         let upgrade_expired = match &mut session.transport {
-            Transport::Upgrading {
-                probe,
-                deadline,
-                noop_at,
-                ..
-            } => {
-                if noop_at.is_some_and(|at| at <= now) {
-                    *noop_at = None;
+            Transport::Upgrading(upgrade) => {
+                if upgrade.noop_at.is_some_and(|at| at <= now) {
+                    upgrade.noop_at = None;
                     noop_due = true;
                 }
-                (*deadline <= now).then_some(*probe)
+                (upgrade.deadline <= now).then_some(upgrade.probe)
             }
             _ => None,
         };

@@ -244,7 +244,7 @@ impl Engine {
                 conn,
                 frames: frames.clone(),
             }),
-            Transport::Polling { .. } | Transport::Upgrading { .. } => {
+            Transport::Polling { .. } | Transport::Upgrading(_) => {
                 if session
                     .poll_queue
                     .push(frames, session::body_len(frames))
@@ -279,7 +279,7 @@ impl Engine {
             reached += 1;
             match session.transport {
                 Transport::WebSocket { conn } => conns.push(conn),
-                Transport::Polling { .. } | Transport::Upgrading { .. } => {
+                Transport::Polling { .. } | Transport::Upgrading(_) => {
                     let bytes = *polling_len.get_or_insert_with(|| session::body_len(frames));
                     match session.poll_queue.push(frames, bytes) {
                         Ok(()) => polling.push(key),
@@ -333,12 +333,10 @@ impl Engine {
                 self.push_close(conn, reason);
             }
             Transport::Polling { held_get } => self.end_held_poll(held_get, reason),
-            Transport::Upgrading {
-                held_get, probe, ..
-            } => {
-                self.websockets.remove(&probe);
-                self.push_close(probe, reason);
-                self.end_held_poll(held_get, reason);
+            Transport::Upgrading(upgrade) => {
+                self.websockets.remove(&upgrade.probe);
+                self.push_close(upgrade.probe, reason);
+                self.end_held_poll(upgrade.held_get, reason);
             }
         }
         self.outputs

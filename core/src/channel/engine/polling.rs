@@ -62,14 +62,11 @@ impl Engine {
                     return None;
                 }
                 *held = Some((request, cors));
-                if let Transport::Upgrading {
-                    probed: true,
-                    noop_at,
-                    ..
-                } = &mut session.transport
+                if let Transport::Upgrading(upgrade) = &mut session.transport
+                    && upgrade.probed
                     && session.poll_queue.is_empty()
                 {
-                    *noop_at = Some(now + UPGRADE_NOOP_DELAY_MS);
+                    upgrade.noop_at = Some(now + UPGRADE_NOOP_DELAY_MS);
                 }
                 self.held_polls.insert(request, key);
                 self.flush_polling(key);
@@ -163,12 +160,10 @@ impl Engine {
         };
         let (held_get, noop_now) = match &mut session.transport {
             Transport::Polling { held_get } => (held_get, false),
-            Transport::Upgrading {
-                held_get,
-                probed,
-                noop_at,
-                ..
-            } => (held_get, *probed && noop_at.is_none()),
+            Transport::Upgrading(upgrade) => {
+                let noop_now = upgrade.probed && upgrade.noop_at.is_none();
+                (&mut upgrade.held_get, noop_now)
+            }
             Transport::WebSocket { .. } => return,
         };
         if held_get.is_none() {

@@ -20,20 +20,25 @@ pub(crate) enum Transport {
     Polling {
         held_get: Option<HeldRequest>,
     },
-    /// Polling, while a WebSocket probes an upgrade.
-    Upgrading {
-        held_get: Option<HeldRequest>,
-        probe: ConnId,
-        /// The probe ping was answered; polls now end with a noop.
-        probed: bool,
-        deadline: u64,
-        /// When the GET that arrived after the probe gets its noop (see
-        /// [`super::UPGRADE_NOOP_DELAY_MS`]).
-        noop_at: Option<u64>,
-    },
+    /// Polling, while a WebSocket probes an upgrade. Boxed: it lasts a round trip or two, and
+    /// every session's transport would otherwise be its size.
+    Upgrading(Box<Upgrade>),
     WebSocket {
         conn: ConnId,
     },
+}
+
+/// A polling session's upgrade in progress.
+#[derive(Debug)]
+pub(crate) struct Upgrade {
+    pub held_get: Option<HeldRequest>,
+    pub probe: ConnId,
+    /// The probe ping was answered; polls now end with a noop.
+    pub probed: bool,
+    pub deadline: u64,
+    /// When the GET that arrived after the probe gets its noop (see
+    /// [`super::UPGRADE_NOOP_DELAY_MS`]).
+    pub noop_at: Option<u64>,
 }
 
 impl Transport {
@@ -44,22 +49,49 @@ impl Transport {
     /// The GET waiting for data, on a polling (or upgrading) session.
     pub fn held_get(&mut self) -> Option<&mut Option<HeldRequest>> {
         match self {
-            Transport::Polling { held_get } | Transport::Upgrading { held_get, .. } => {
-                Some(held_get)
-            }
+            Transport::Polling { held_get } => Some(held_get),
+            Transport::Upgrading(upgrade) => Some(&mut upgrade.held_get),
             Transport::WebSocket { .. } => None,
         }
     }
 }
 
-/// A session's heartbeat, on its own timer (polling, or WebSocket without batched rounds) or on
-/// the channel's rounds.
-#[derive(Debug, Default)]
-pub(crate) struct Heartbeat {
-    pub next_ping_at: Option<u64>,
-    pub pong_deadline: Option<u64>,
-    /// Under batched heartbeats: when the oldest unanswered ping of the rounds was sent.
-    pub awaiting_pong_since: Option<u64>,
+/// What a session's heartbeat waits for, on its own timer (polling, or WebSocket without batched
+/// rounds) or on the channel's rounds: one thing at a time, so one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Heartbeat {
+    /// Nothing: on the rounds, with no ping of theirs unanswered.
+    #[default]
+    Quiet,
+    /// Its next ping, on its own timer.
+    PingAt(u64),
+    /// The deadline for the answer to its ping, on its own timer.
+    PongBy(u64),
+    /// On the rounds: when the oldest of their pings it has not answered was sent.
+    PongSince(u64),
+}
+
+impl Heartbeat {
+    pub fn next_ping_at(self) -> Option<u64> {
+        match self {
+            Heartbeat::PingAt(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    pub fn pong_deadline(self) -> Option<u64> {
+        match self {
+            Heartbeat::PongBy(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    pub fn awaiting_pong_since(self) -> Option<u64> {
+        match self {
+            Heartbeat::PongSince(since) => Some(since),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -86,15 +118,13 @@ impl EngineSession {
 
     /// The earliest moment something must happen to this session on its own timer.
     pub fn next_deadline(&self) -> Option<u64> {
-        let (upgrade, upgrade_noop) = match self.transport {
-            Transport::Upgrading {
-                deadline, noop_at, ..
-            } => (Some(deadline), noop_at),
+        let (upgrade, upgrade_noop) = match &self.transport {
+            Transport::Upgrading(upgrade) => (Some(upgrade.deadline), upgrade.noop_at),
             _ => (None, None),
         };
         [
-            self.heartbeat.next_ping_at,
-            self.heartbeat.pong_deadline,
+            self.heartbeat.next_ping_at(),
+            self.heartbeat.pong_deadline(),
             upgrade,
             upgrade_noop,
         ]
@@ -206,6 +236,6 @@ mod tests {
             std::mem::size_of::<super::PollQueue>(),
             std::mem::size_of::<usize>()
         );
-        assert!(std::mem::size_of::<super::EngineSession>() <= 160);
+        assert!(std::mem::size_of::<super::EngineSession>() <= 96);
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::session::Transport;
+use super::session::{Transport, Upgrade};
 use super::{
     Engine, EngineEvent, SessionKey, UPGRADE_TIMEOUT_MS, Via, WsAdmission, session::EngineSession,
 };
@@ -28,7 +28,7 @@ impl Engine {
         match transport {
             None => Err(EngineError::UnknownSid),
             Some(Transport::Polling { .. }) => Ok(WsAdmission::Accept),
-            Some(Transport::Upgrading { .. } | Transport::WebSocket { .. }) => {
+            Some(Transport::Upgrading(_) | Transport::WebSocket { .. }) => {
                 let (code, reason) = CloseReason::ProtocolError.close_code();
                 Ok(WsAdmission::AcceptAndClose { code, reason })
             }
@@ -61,18 +61,18 @@ impl Engine {
         };
         match &session.transport {
             Transport::Polling { held_get } => {
-                session.transport = Transport::Upgrading {
+                session.transport = Transport::Upgrading(Box::new(Upgrade {
                     held_get: held_get.clone(),
                     probe: conn,
                     probed: false,
                     deadline: now + UPGRADE_TIMEOUT_MS,
                     noop_at: None,
-                };
+                }));
                 self.websockets.insert(conn, key);
                 self.schedule(key);
             }
             // One WebSocket per session: a second one is refused, the first goes on.
-            Transport::Upgrading { .. } | Transport::WebSocket { .. } => {
+            Transport::Upgrading(_) | Transport::WebSocket { .. } => {
                 self.push_close(conn, CloseReason::ProtocolError);
             }
         }
@@ -113,8 +113,10 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        match session.transport {
-            Transport::Upgrading { probe, .. } if probe == conn => self.abandon_upgrade(key, conn),
+        match &session.transport {
+            Transport::Upgrading(upgrade) if upgrade.probe == conn => {
+                self.abandon_upgrade(key, conn)
+            }
             _ => {
                 // The socket is already gone: don't ask the host to close it again.
                 self.websockets.remove(&conn);
@@ -130,8 +132,8 @@ impl Engine {
         if !self.catch_up(key, now) {
             return None;
         }
-        let via = match self.sessions.get(&key)?.transport {
-            Transport::Upgrading { probe, .. } if probe == conn => Via::Probe(conn),
+        let via = match &self.sessions.get(&key)?.transport {
+            Transport::Upgrading(upgrade) if upgrade.probe == conn => Via::Probe(conn),
             _ => Via::Active,
         };
         Some((key, via))
@@ -152,10 +154,10 @@ impl Engine {
     pub(super) fn abandon_upgrade(&mut self, key: SessionKey, probe: ConnId) {
         self.websockets.remove(&probe);
         if let Some(session) = self.sessions.get_mut(&key)
-            && let Transport::Upgrading { held_get, .. } = &mut session.transport
+            && let Transport::Upgrading(upgrade) = &mut session.transport
         {
             session.transport = Transport::Polling {
-                held_get: held_get.take(),
+                held_get: upgrade.held_get.take(),
             };
             self.flush_polling(key);
             self.schedule(key);
@@ -176,9 +178,9 @@ impl Engine {
                         frames: Arc::from(vec![P::Pong { probe: true }.to_frame()]),
                     });
                     if let Some(session) = self.sessions.get_mut(&key)
-                        && let Transport::Upgrading { probed, .. } = &mut session.transport
+                        && let Transport::Upgrading(upgrade) = &mut session.transport
                     {
-                        *probed = true;
+                        upgrade.probed = true;
                     }
                     // A waiting GET ends with a noop so the client can pause polling.
                     self.flush_polling(key);
@@ -207,17 +209,14 @@ impl Engine {
             return;
         };
         let EngineSession { transport, .. } = &mut **session;
-        let Transport::Upgrading {
-            held_get, probed, ..
-        } = transport
-        else {
+        let Transport::Upgrading(upgrade) = transport else {
             return;
         };
-        if !*probed {
+        if !upgrade.probed {
             self.close_on(key, Via::Probe(probe), CloseReason::ProtocolError);
             return;
         }
-        let held_get = held_get.take();
+        let held_get = upgrade.held_get.take();
         session.transport = Transport::WebSocket { conn: probe };
         let queued = session.poll_queue.take_all();
         if let Some((request, cors)) = held_get {

@@ -48,10 +48,10 @@ use presence::{
 use recovery::{
     Claim, HistoryError, HistoryEvent, Recovery, SocketRecovery, StoreOp, StoredState, keeps_state,
 };
-use socket::{
-    Allowance, HookData, PartialPacket, PendingAck, RateVerdict, SioSession, SocketMap, SocketState,
-};
 pub use socket::{BINARY_DEADLINE_MS, MAX_GRANTED_ROOMS};
+use socket::{
+    HookData, PartialPacket, PendingAck, RateVerdict, SioSession, SocketMap, SocketState,
+};
 pub use tokens::REFRESH_EVENT;
 use webhooks::Webhooks;
 
@@ -319,11 +319,10 @@ impl SocketLayer {
             let expired = session
                 .sockets
                 .values()
-                .any(|socket| socket.expires_at.is_some_and(|at| at <= now));
+                .any(|socket| socket.expires_at().is_some_and(|at| at <= now));
             let mut acks_timed_out = false;
             for socket in session.sockets.values_mut() {
-                let id = &socket.id;
-                socket.pending_acks.retain(|_, ack| {
+                socket.retain_pending_acks(|id, ack| {
                     let keep = ack.deadline > now;
                     if !keep {
                         acks_timed_out = true;
@@ -382,7 +381,7 @@ impl SocketLayer {
                     return;
                 };
                 // An ack nobody waits for (unknown id, or already timed out) is dropped quietly.
-                if let Some(pending) = socket.pending_acks.remove(&id) {
+                if let Some(pending) = socket.take_pending_ack(id) {
                     engine.push_output(Output::AckReceived {
                         token: pending.token,
                         socket: socket.id.clone(),
@@ -659,22 +658,19 @@ impl SocketLayer {
         }
         let mut socket = SocketState::new(socket_id.clone());
         socket.recovery = recovery_state;
-        socket.user = grant.subject;
-        socket.granted_rooms = grant.rooms;
-        socket.expires_at = grant.expires_at_ms;
+        socket.set_identity(grant.subject, grant.rooms, grant.expires_at_ms);
         // The token's `info` claim is the user's info, unless the hook gives one (or, on a
         // presence channel, what a socket without a user declared).
         let token_info =
-            if socket.user.is_none() && hook.as_ref().is_none_or(|hook| hook.user.is_none()) {
+            if socket.user().is_none() && hook.as_ref().is_none_or(|hook| hook.user.is_none()) {
                 grant.info.or_else(|| member_info.clone())
             } else {
                 grant.info
             };
-        socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
         let mut hook_rooms = Vec::new();
         if let Some(hook) = hook {
-            if hook.user.is_some() {
-                socket.user = hook.user;
+            if let Some(user) = hook.user {
+                socket.set_user(user);
             }
             if hook.user_info.is_some() || hook.data.is_some() {
                 socket.hook = Some(Box::new(HookData {
@@ -818,7 +814,7 @@ impl SocketLayer {
         reason: &str,
         now: u64,
     ) {
-        for pending in socket.pending_acks.values() {
+        for (_, pending) in socket.pending_acks() {
             engine.push_output(Output::AckUnanswered {
                 token: pending.token,
                 socket: socket.id.clone(),
@@ -856,7 +852,7 @@ impl SocketLayer {
             }
         }
         if let Some(presence) = self.presence.as_mut() {
-            let member = MemberKey::of(socket.user.as_deref(), &socket.id);
+            let member = MemberKey::of(socket.user(), &socket.id);
             let change = presence.socket_left(member, &socket.id, parked_as, now);
             self.presence_webhook(engine, change, now);
         }
@@ -988,7 +984,7 @@ impl SocketLayer {
             id: &socket.id,
             namespace,
             rooms: &socket.rooms,
-            granted_rooms: &socket.granted_rooms,
+            granted_rooms: socket.granted_rooms(),
             is_socket_id: &is_socket_id,
         };
         let event = IncomingEvent {
@@ -1246,7 +1242,7 @@ impl SocketLayer {
             sessions
                 .get(key)
                 .and_then(|session| session.sockets.get(namespace))
-                .map(|socket| socket.next_ack_id)
+                .map(SocketState::next_ack_id)
         };
         let id = recipients
             .iter()
@@ -1262,8 +1258,7 @@ impl SocketLayer {
             else {
                 continue;
             };
-            socket.next_ack_id = id + 1;
-            socket.pending_acks.insert(
+            socket.await_ack(
                 id,
                 PendingAck {
                     token: ack.token,
@@ -1384,17 +1379,16 @@ impl SocketLayer {
                 namespace: namespace.clone(),
                 id: socket.id.clone(),
                 rooms: socket.rooms.iter().cloned().collect(),
-                user: socket.user.clone(),
-                granted_rooms: socket.granted_rooms.clone(),
-                next_ack_id: socket.next_ack_id,
+                user: socket.user().map(str::to_string),
+                granted_rooms: socket.granted_rooms().to_vec(),
+                next_ack_id: socket.next_ack_id(),
                 pending_acks: socket
-                    .pending_acks
-                    .iter()
-                    .map(|(id, ack)| (*id, ack.token, ack.deadline))
+                    .pending_acks()
+                    .map(|(id, ack)| (id, ack.token, ack.deadline))
                     .collect(),
                 user_info: socket.hook.as_ref().and_then(|hook| hook.user_info.clone()),
                 data: socket.hook.as_ref().and_then(|hook| hook.data.clone()),
-                expires_at: socket.expires_at,
+                expires_at: socket.expires_at(),
                 pid: socket.recovery.as_ref().map(|state| state.pid.clone()),
                 since: socket.recovery.as_ref().map(|state| state.since),
             })
@@ -1431,36 +1425,29 @@ impl SocketLayer {
             for room in &socket.rooms {
                 namespace.join(room.clone(), key);
             }
-            sockets.insert(
-                socket.namespace,
-                SocketState {
-                    id: socket.id,
-                    rooms: socket.rooms.into_iter().collect(),
-                    user: socket.user,
-                    granted_rooms: socket.granted_rooms,
-                    expires_at: socket.expires_at,
-                    allowance: Allowance::default(),
-                    next_ack_id: socket.next_ack_id,
-                    pending_acks: socket
-                        .pending_acks
-                        .into_iter()
-                        .map(|(id, token, deadline)| (id, PendingAck { token, deadline }))
-                        .collect(),
-                    calls_in_flight: 0,
-                    hook: (socket.user_info.is_some() || socket.data.is_some()).then(|| {
-                        Box::new(HookData {
-                            user_info: socket.user_info,
-                            data: socket.data,
-                        })
-                    }),
-                    recovery: socket.pid.map(|pid| {
-                        Box::new(SocketRecovery {
-                            pid,
-                            since: socket.since.unwrap_or(0),
-                        })
-                    }),
-                },
+            let mut state = SocketState::new(socket.id);
+            state.rooms = socket.rooms.into_iter().collect();
+            state.set_identity(socket.user, socket.granted_rooms, socket.expires_at);
+            let pending = socket.pending_acks.into_iter();
+            state.restore_acks(
+                socket.next_ack_id,
+                pending
+                    .map(|(id, token, deadline)| (id, PendingAck { token, deadline }))
+                    .collect(),
             );
+            state.hook = (socket.user_info.is_some() || socket.data.is_some()).then(|| {
+                Box::new(HookData {
+                    user_info: socket.user_info,
+                    data: socket.data,
+                })
+            });
+            state.recovery = socket.pid.map(|pid| {
+                Box::new(SocketRecovery {
+                    pid,
+                    since: socket.since.unwrap_or(0),
+                })
+            });
+            sockets.insert(socket.namespace, state);
         }
         session.sockets = sockets;
         self.sessions.insert(key, session);
@@ -1674,7 +1661,7 @@ impl SocketLayer {
 /// A socket's user as calls and webhooks show it: `{ id, info }`, or null.
 fn socket_user_json(socket: &SocketState) -> Value {
     let info = socket.hook.as_ref().and_then(|hook| hook.user_info.clone());
-    match (&socket.user, info) {
+    match (socket.user(), info) {
         (None, None) => Value::Null,
         (id, info) => json!({ "id": id, "info": info }),
     }

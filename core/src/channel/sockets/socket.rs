@@ -20,28 +20,46 @@ pub(crate) struct PendingAck {
 }
 
 /// One Socket.IO socket: a session's membership in one namespace.
+///
+/// Kept small (see `a_socket_stays_small`): an idle connection is mostly this, its session and
+/// its transport. What only some sockets have (a user, acks awaited, hook data, recovery) is
+/// boxed, so a public channel's socket pays a pointer for each.
 #[derive(Debug)]
 pub(crate) struct SocketState {
     pub id: String,
     pub rooms: BTreeSet<String>,
-    /// The token's subject, on private channels.
-    pub user: Option<String>,
-    /// Rooms the token lets this socket join on its own.
-    pub granted_rooms: Vec<String>,
-    /// When its token expires (ms since the epoch), on private channels: the socket is
-    /// disconnected then unless the client refreshed the token.
-    pub expires_at: Option<u64>,
+    /// Who the token or the connect hook says the socket is, and what its token grants.
+    identity: Option<Box<Identity>>,
     /// The rate limit's token bucket. Not snapshotted: a rebuilt channel starts with a full one.
     pub allowance: Allowance,
-    /// Next id for a server emit that asks for an ack.
-    pub next_ack_id: u64,
-    pub pending_acks: BTreeMap<u64, PendingAck>,
+    /// Server emits waiting for this socket's acknowledgement.
+    acks: Option<Box<ServerAcks>>,
     /// Handler calls this socket has waiting for the backend.
     pub calls_in_flight: u16,
     /// What the connect hook kept on the socket. Boxed: most sockets have none.
     pub hook: Option<Box<HookData>>,
     /// Its private id and where the history stood, on channels with connection-state recovery.
     pub recovery: Option<Box<SocketRecovery>>,
+}
+
+/// Who a socket is, on private channels and behind a connect hook.
+#[derive(Debug, Default)]
+struct Identity {
+    /// The token's subject, or the hook's `user.id`.
+    user: Option<String>,
+    /// Rooms the token lets this socket join on its own.
+    granted_rooms: Vec<String>,
+    /// When its token expires (ms since the epoch): the socket is disconnected then unless the
+    /// client refreshed the token.
+    expires_at: Option<u64>,
+}
+
+/// The server emits a socket has yet to acknowledge.
+#[derive(Debug, Default)]
+struct ServerAcks {
+    /// Next id for a server emit that asks for an ack.
+    next_id: u64,
+    pending: BTreeMap<u64, PendingAck>,
 }
 
 /// What a connect hook kept on a socket, sent along with each of its handler calls.
@@ -57,16 +75,102 @@ impl SocketState {
         Self {
             id,
             rooms: BTreeSet::new(),
-            user: None,
-            granted_rooms: Vec::new(),
-            expires_at: None,
+            identity: None,
             allowance: Allowance::default(),
-            next_ack_id: 0,
-            pending_acks: BTreeMap::new(),
+            acks: None,
             calls_in_flight: 0,
             hook: None,
             recovery: None,
         }
+    }
+
+    /// The token's subject or the hook's user id.
+    pub fn user(&self) -> Option<&str> {
+        self.identity.as_ref()?.user.as_deref()
+    }
+
+    /// Rooms the token lets this socket join on its own.
+    pub fn granted_rooms(&self) -> &[String] {
+        self.identity
+            .as_ref()
+            .map_or(&[], |identity| &identity.granted_rooms)
+    }
+
+    /// When the socket's token expires, if it has one that does.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.identity.as_ref()?.expires_at
+    }
+
+    /// Sets who the socket is; boxed only when there is something to keep.
+    pub fn set_identity(
+        &mut self,
+        user: Option<String>,
+        mut granted_rooms: Vec<String>,
+        expires_at: Option<u64>,
+    ) {
+        granted_rooms.truncate(MAX_GRANTED_ROOMS);
+        self.identity =
+            (user.is_some() || !granted_rooms.is_empty() || expires_at.is_some()).then(|| {
+                Box::new(Identity {
+                    user,
+                    granted_rooms,
+                    expires_at,
+                })
+            });
+    }
+
+    /// The token's grant changed (a refresh): same user, new rooms and expiry.
+    pub fn set_grant(&mut self, granted_rooms: Vec<String>, expires_at: Option<u64>) {
+        let user = self.identity.take().and_then(|identity| identity.user);
+        self.set_identity(user, granted_rooms, expires_at);
+    }
+
+    /// The connect hook named the user.
+    pub fn set_user(&mut self, user: String) {
+        let identity = self.identity.take().map(|identity| *identity);
+        let Identity {
+            granted_rooms,
+            expires_at,
+            ..
+        } = identity.unwrap_or_default();
+        self.set_identity(Some(user), granted_rooms, expires_at);
+    }
+
+    /// The id the next server emit asking this socket for an ack may take (at least).
+    pub fn next_ack_id(&self) -> u64 {
+        self.acks.as_ref().map_or(0, |acks| acks.next_id)
+    }
+
+    /// Server emits waiting for this socket's ack, by ack id.
+    pub fn pending_acks(&self) -> impl Iterator<Item = (u64, &PendingAck)> {
+        self.acks
+            .iter()
+            .flat_map(|acks| acks.pending.iter().map(|(id, ack)| (*id, ack)))
+    }
+
+    /// Waits for ack `id`; the next one takes a later id.
+    pub fn await_ack(&mut self, id: u64, pending: PendingAck) {
+        let acks = self.acks.get_or_insert_default();
+        acks.next_id = acks.next_id.max(id + 1);
+        acks.pending.insert(id, pending);
+    }
+
+    /// The emit ack `id` answers, if it is still awaited.
+    pub fn take_pending_ack(&mut self, id: u64) -> Option<PendingAck> {
+        self.acks.as_mut()?.pending.remove(&id)
+    }
+
+    /// Keeps only the awaited acks `keep` (given the socket's id) says to.
+    pub fn retain_pending_acks(&mut self, mut keep: impl FnMut(&String, &PendingAck) -> bool) {
+        if let Some(acks) = self.acks.as_mut() {
+            acks.pending.retain(|_, ack| keep(&self.id, ack));
+        }
+    }
+
+    /// Restores what a snapshot kept of the socket's acks.
+    pub fn restore_acks(&mut self, next_id: u64, pending: BTreeMap<u64, PendingAck>) {
+        self.acks =
+            (next_id > 0 || !pending.is_empty()).then(|| Box::new(ServerAcks { next_id, pending }));
     }
 
     /// What connection-state recovery keeps of this socket in `namespace`.
@@ -75,9 +179,9 @@ impl SocketState {
             namespace: namespace.to_string(),
             sid: self.id.clone(),
             rooms: self.rooms.iter().cloned().collect(),
-            user: self.user.clone(),
-            granted_rooms: self.granted_rooms.clone(),
-            expires_at: self.expires_at,
+            user: self.user().map(str::to_string),
+            granted_rooms: self.granted_rooms().to_vec(),
+            expires_at: self.expires_at(),
             user_info: self.hook.as_ref().and_then(|hook| hook.user_info.clone()),
             data: self.hook.as_ref().and_then(|hook| hook.data.clone()),
             since,
@@ -233,7 +337,7 @@ impl SioSession {
         let acks = self
             .sockets
             .values()
-            .flat_map(|socket| socket.pending_acks.values().map(|ack| ack.deadline))
+            .flat_map(|socket| socket.pending_acks().map(|(_, ack)| ack.deadline))
             .min();
         // While a connect hook decides, the connect timeout waits for its answer (the call has a
         // deadline of its own).
@@ -242,7 +346,7 @@ impl SioSession {
         let expiry = self
             .sockets
             .values()
-            .filter_map(|socket| socket.expires_at)
+            .filter_map(SocketState::expires_at)
             .min();
         [connect, acks, partial, expiry].into_iter().flatten().min()
     }
@@ -254,7 +358,7 @@ mod tests {
     /// measures it whole). Grow it on purpose, not by accident.
     #[test]
     fn a_socket_stays_small() {
-        assert!(std::mem::size_of::<super::SocketState>() <= 184);
+        assert!(std::mem::size_of::<super::SocketState>() <= 104);
         assert_eq!(std::mem::size_of::<super::Allowance>(), 16);
     }
 }

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use super::SocketLayer;
 use super::frames_of;
-use super::socket::MAX_GRANTED_ROOMS;
 use crate::auth;
 use crate::channel::engine::{Engine, SessionKey};
 use crate::socketio;
@@ -29,7 +28,7 @@ impl SocketLayer {
         let expired: Vec<String> = session
             .sockets
             .iter()
-            .filter(|(_, socket)| socket.expires_at.is_some_and(|at| at <= now))
+            .filter(|(_, socket)| socket.expires_at().is_some_and(|at| at <= now))
             .map(|(namespace, _)| namespace.to_string())
             .collect();
         for namespace in expired {
@@ -86,14 +85,12 @@ impl SocketLayer {
         let Some(socket) = self.socket_mut(key, namespace) else {
             return;
         };
-        if checks_subject && grant.subject != socket.user {
+        if checks_subject && grant.subject.as_deref() != socket.user() {
             let error = refused("the new token is for another user".into());
             self.answer_error(engine, key, namespace, REFRESH_EVENT, ack_id, error);
             return;
         }
-        socket.expires_at = grant.expires_at_ms;
-        socket.granted_rooms = grant.rooms;
-        socket.granted_rooms.truncate(MAX_GRANTED_ROOMS);
+        socket.set_grant(grant.rooms, grant.expires_at_ms);
         if let Some(id) = ack_id {
             let answer = json!([{ "status": "ok", "data": { "expires_at": grant.expires_at_ms } }]);
             let frames = frames_of(&socketio::Packet::ack(namespace, answer, id, 0), Vec::new());
