@@ -73,7 +73,9 @@ pub(crate) struct SocketLayer {
     params: BTreeMap<String, String>,
     policy: Arc<ChannelPolicy>,
     behaviour: Box<dyn Behaviour>,
-    sessions: FastMap<SessionKey, SioSession>,
+    /// Boxed, as the engine's are: a table of 10,000 sessions holds room for up to twice as many,
+    /// and an empty slot then costs a pointer rather than a whole session.
+    sessions: FastMap<SessionKey, Box<SioSession>>,
     namespaces: BTreeMap<String, Namespace>,
     timers: TimerQueue<SocketTimer>,
     /// Backend calls waiting for their answer, by the host's id.
@@ -188,7 +190,7 @@ impl SocketLayer {
                 .map(Box::new),
             ..SioSession::default()
         };
-        self.sessions.insert(key, session);
+        self.sessions.insert(key, Box::new(session));
         self.awaiting_connect += 1;
         self.schedule(key);
     }
@@ -1238,7 +1240,7 @@ impl SocketLayer {
         let except = self.except_keys(ns, &audience, None);
         let recipients: Vec<SessionKey> = ns.recipients(&audience.rooms, &except).collect();
         let namespace = emit.namespace.as_str();
-        let socket_of = |sessions: &FastMap<SessionKey, SioSession>, key: &SessionKey| {
+        let socket_of = |sessions: &FastMap<SessionKey, Box<SioSession>>, key: &SessionKey| {
             sessions
                 .get(key)
                 .and_then(|session| session.sockets.get(namespace))
@@ -1450,7 +1452,7 @@ impl SocketLayer {
             sockets.insert(socket.namespace, state);
         }
         session.sockets = sockets;
-        self.sessions.insert(key, session);
+        self.sessions.insert(key, Box::new(session));
         self.restore_calls(key, snapshot.calls, now);
         self.schedule(key);
     }
