@@ -255,7 +255,7 @@ impl AckCollector {
     pub fn new(token: u64, delivered: usize, awaiting: Vec<String>) -> Self {
         Self {
             token,
-            awaiting: awaiting.into_iter().collect(),
+            awaiting: crate::sort::collect_map(awaiting),
             answers: Vec::new(),
             delivered,
         }
@@ -619,15 +619,13 @@ impl<R> AckWaits<R> {
 /// The `POST /emit` answer: the total and each channel's delivered count (and acknowledgements).
 pub fn emit_response(results: &[(String, ChannelEmitResult)]) -> HttpResponse {
     let total: usize = results.iter().map(|(_, result)| result.delivered).sum();
-    let channels: Map<String, Value> = results
-        .iter()
-        .map(|(channel, result)| {
+    let channels: Map<String, Value> =
+        crate::sort::collect_map(results.iter().map(|(channel, result)| {
             (
                 display_channel(channel),
                 serde_json::to_value(result).unwrap_or_default(),
             )
-        })
-        .collect();
+        }));
     HttpResponse::json(200, &json!({ "delivered": total, "channels": channels }))
 }
 

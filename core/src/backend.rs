@@ -167,11 +167,11 @@ pub fn with_binary_inline(args: &Value, attachments: &[Bytes]) -> Value {
                 None => args.clone(),
             }
         }
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(key, value)| (key.clone(), with_binary_inline(value, attachments)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(crate::sort::collect_map(map.iter().map(|(key, value)| {
+                (key.clone(), with_binary_inline(value, attachments))
+            })))
+        }
         Value::Array(items) => Value::Array(
             items
                 .iter()
@@ -257,12 +257,11 @@ impl ClientInfo {
 
     /// The headers as a JSON object, for the connect hook's body.
     pub fn headers_json(&self) -> Value {
-        Value::Object(
+        Value::Object(crate::sort::collect_map(
             self.headers
                 .iter()
-                .map(|(name, value)| (name.clone(), Value::String(value.clone())))
-                .collect(),
-        )
+                .map(|(name, value)| (name.clone(), Value::String(value.clone()))),
+        ))
     }
 }
 

@@ -23,6 +23,17 @@ pub(crate) fn sort_by_key<T, K: Ord>(items: &mut Vec<T>, key: impl Fn(&T) -> K) 
     sort_by(items, |a, b| key(a).cmp(&key(b)));
 }
 
+/// `items.into_iter().collect()` into a `BTreeMap`, `BTreeSet` or JSON `Map`, one insert at a time.
+///
+/// Their own `FromIterator` sorts the items first (then bulk-builds the tree), which is one more
+/// copy of the standard sort per element type; inserting needs none. Same result: for equal keys
+/// the last value wins, as with `collect`. For the small maps built here.
+pub(crate) fn collect_map<M: Default + Extend<T>, T>(items: impl IntoIterator<Item = T>) -> M {
+    let mut map = M::default();
+    map.extend(items);
+    map
+}
+
 #[inline(never)]
 fn sort_indices(order: &mut [usize], compare: &dyn Fn(usize, usize) -> Ordering) {
     order.sort_by(|&a, &b| compare(a, b));
@@ -53,5 +64,25 @@ mod tests {
             sort_by_key(&mut sorted, |item| item.0);
             assert_eq!(sorted, expected);
         }
+    }
+
+    #[test]
+    fn collects_maps_as_collect_does() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let pairs = [("b", 1), ("a", 2), ("b", 3), ("c", 4), ("a", 5)];
+        let expected: BTreeMap<&str, i32> = pairs.into_iter().collect();
+        assert_eq!(collect_map::<BTreeMap<_, _>, _>(pairs), expected);
+        let expected: serde_json::Map<String, serde_json::Value> = pairs
+            .into_iter()
+            .map(|(key, value)| (key.to_string(), value.into()))
+            .collect();
+        let map: serde_json::Map<String, serde_json::Value> =
+            collect_map(pairs.map(|(key, value)| (key.to_string(), value.into())));
+        assert_eq!(map, expected);
+        let expected: BTreeSet<&str> = pairs.into_iter().map(|(key, _)| key).collect();
+        assert_eq!(
+            collect_map::<BTreeSet<_>, _>(pairs.map(|(key, _)| key)),
+            expected
+        );
     }
 }

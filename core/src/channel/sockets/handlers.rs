@@ -191,12 +191,11 @@ impl SocketLayer {
         body.insert("channel".into(), self.name.clone().into());
         body.insert(
             "params".into(),
-            Value::Object(
+            Value::Object(crate::sort::collect_map(
                 self.params
                     .iter()
-                    .map(|(name, value)| (name.clone(), Value::String(value.clone())))
-                    .collect(),
-            ),
+                    .map(|(name, value)| (name.clone(), Value::String(value.clone()))),
+            )),
         );
         body.insert("namespace".into(), namespace.into());
         body

@@ -1344,15 +1344,14 @@ impl SocketLayer {
         Occupancy {
             connections,
             members: self.presence.as_ref().map(|presence| presence.count()),
-            namespaces: self
-                .namespaces
-                .iter()
-                .map(|(name, namespace)| {
-                    let rooms = namespace
-                        .rooms
-                        .iter()
-                        .map(|(room, members)| (room.clone(), members.len()))
-                        .collect();
+            namespaces: crate::sort::collect_map(self.namespaces.iter().map(
+                |(name, namespace)| {
+                    let rooms = crate::sort::collect_map(
+                        namespace
+                            .rooms
+                            .iter()
+                            .map(|(room, members)| (room.clone(), members.len())),
+                    );
                     (
                         name.clone(),
                         NamespaceOccupancy {
@@ -1360,8 +1359,8 @@ impl SocketLayer {
                             rooms,
                         },
                     )
-                })
-                .collect(),
+                },
+            )),
         }
     }
 
@@ -1428,14 +1427,14 @@ impl SocketLayer {
                 namespace.join(room.clone(), key);
             }
             let mut state = SocketState::new(socket.id);
-            state.rooms = socket.rooms.into_iter().collect();
+            state.rooms = crate::sort::collect_map(socket.rooms);
             state.set_identity(socket.user, socket.granted_rooms, socket.expires_at);
             let pending = socket.pending_acks.into_iter();
             state.restore_acks(
                 socket.next_ack_id,
-                pending
-                    .map(|(id, token, deadline)| (id, PendingAck { token, deadline }))
-                    .collect(),
+                crate::sort::collect_map(
+                    pending.map(|(id, token, deadline)| (id, PendingAck { token, deadline })),
+                ),
             );
             state.hook = (socket.user_info.is_some() || socket.data.is_some()).then(|| {
                 Box::new(HookData {
