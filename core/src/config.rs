@@ -171,7 +171,9 @@ fn resolve_presence(
     let spec: PresenceSpec = match value {
         None | Some(Value::Bool(false)) => return Ok(None),
         Some(Value::Bool(true)) => PresenceSpec::default(),
-        Some(table @ Value::Object(_)) => serde_json::from_value(table.clone())
+        // The table itself as the deserializer: what `from_value` does with an object, without
+        // the array form of a struct that it also accepts (never reached here).
+        Some(Value::Object(table)) => PresenceSpec::deserialize(table.clone())
             .map_err(|err| ConfigError::new(key, err.to_string()))?,
         Some(_) => {
             return Err(ConfigError::new(
@@ -275,7 +277,8 @@ fn resolve_recovery(
     let spec: RecoverySpec = match value {
         None | Some(Value::Bool(false)) => return Ok(None),
         Some(Value::Bool(true)) => RecoverySpec::default(),
-        Some(table @ Value::Object(_)) => serde_json::from_value(table.clone())
+        // As for presence: the table itself as the deserializer.
+        Some(Value::Object(table)) => RecoverySpec::deserialize(table.clone())
             .map_err(|err| ConfigError::new(key, err.to_string()))?,
         Some(_) => {
             return Err(ConfigError::new(
