@@ -618,14 +618,30 @@ impl<R> AckWaits<R> {
 
 /// The `POST /emit` answer: the total and each channel's delivered count (and acknowledgements).
 pub fn emit_response(results: &[(String, ChannelEmitResult)]) -> HttpResponse {
-    let total: usize = results.iter().map(|(_, result)| result.delivered).sum();
-    let channels: Map<String, Value> =
-        crate::sort::collect_map(results.iter().map(|(channel, result)| {
+    let results: Vec<(String, Value)> = results
+        .iter()
+        .map(|(channel, result)| {
             (
-                display_channel(channel),
+                channel.clone(),
                 serde_json::to_value(result).unwrap_or_default(),
             )
-        }));
+        })
+        .collect();
+    emit_json_response(&results)
+}
+
+/// [`emit_response`] from each channel's result as JSON (as a Durable Object hands it to the
+/// Worker, which then needs no `Deserialize` of it).
+pub fn emit_json_response(results: &[(String, Value)]) -> HttpResponse {
+    let total: u64 = results
+        .iter()
+        .filter_map(|(_, result)| result["delivered"].as_u64())
+        .sum();
+    let channels: Map<String, Value> = crate::sort::collect_map(
+        results
+            .iter()
+            .map(|(channel, result)| (display_channel(channel), result.clone())),
+    );
     HttpResponse::json(200, &json!({ "delivered": total, "channels": channels }))
 }
 
@@ -782,15 +798,35 @@ pub fn occupancy_response(
     occupancy: &Occupancy,
     policy: &ChannelPolicy,
 ) -> HttpResponse {
-    let sockets: usize = occupancy.namespaces.values().map(|ns| ns.sockets).sum();
+    occupancy_json_response(
+        channel,
+        &serde_json::to_value(occupancy).unwrap_or_default(),
+        policy,
+    )
+}
+
+/// [`occupancy_response`] from the occupancy's JSON (as a Durable Object hands it to the Worker,
+/// which then needs no `Deserialize` of it).
+pub fn occupancy_json_response(
+    channel: &str,
+    occupancy: &Value,
+    policy: &ChannelPolicy,
+) -> HttpResponse {
+    let namespaces = &occupancy["namespaces"];
+    let sockets: u64 = namespaces
+        .as_object()
+        .into_iter()
+        .flat_map(|namespaces| namespaces.values())
+        .filter_map(|namespace| namespace["sockets"].as_u64())
+        .sum();
     let mut body = json!({
         "channel": display_channel(channel),
-        "connections": occupancy.connections,
+        "connections": occupancy["connections"],
         "sockets": sockets,
-        "namespaces": occupancy.namespaces,
+        "namespaces": namespaces,
     });
     if policy.presence.is_some() {
-        body["members"] = json!(occupancy.members.unwrap_or(0));
+        body["members"] = json!(occupancy["members"].as_u64().unwrap_or(0));
     }
     HttpResponse::json(200, &body)
 }
@@ -984,6 +1020,80 @@ mod tests {
                 .status,
             401
         );
+    }
+
+    #[test]
+    fn answers_from_json_equal_the_typed_answers() {
+        // The Worker reads a Durable Object's results as JSON text: same responses as native.
+        let through_text = |value: Value| -> Value {
+            serde_json::from_slice(&serde_json::to_vec(&value).unwrap()).unwrap()
+        };
+        let results = vec![
+            (
+                "chats/1".to_string(),
+                ChannelEmitResult {
+                    delivered: 2,
+                    acks: Some(vec![
+                        AckAnswer {
+                            socket: "a".into(),
+                            args: Some(json!([1, {"x": null}])),
+                            attachments: vec!["AQI=".into()],
+                            error: None,
+                        },
+                        AckAnswer {
+                            socket: "b".into(),
+                            args: None,
+                            attachments: Vec::new(),
+                            error: Some("timeout".into()),
+                        },
+                    ]),
+                    offset: Some("1.2".into()),
+                },
+            ),
+            ("".to_string(), ChannelEmitResult::default()),
+        ];
+        let as_json: Vec<(String, Value)> = results
+            .iter()
+            .map(|(channel, result)| {
+                (
+                    channel.clone(),
+                    through_text(serde_json::to_value(result).unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            emit_json_response(&as_json).body,
+            emit_response(&results).body
+        );
+
+        let mut namespace = crate::channel::NamespaceOccupancy {
+            sockets: 3,
+            ..Default::default()
+        };
+        namespace.rooms.insert("r".into(), 2);
+        let mut occupancy = Occupancy {
+            connections: 4,
+            members: Some(2),
+            ..Default::default()
+        };
+        occupancy.namespaces.insert("/".into(), namespace.clone());
+        occupancy.namespaces.insert("/admin".into(), namespace);
+        let json = through_text(serde_json::to_value(&occupancy).unwrap());
+        for policy in [
+            ChannelPolicy::default(),
+            ChannelPolicy {
+                presence: Some(Default::default()),
+                ..ChannelPolicy::default()
+            },
+        ] {
+            let typed = occupancy_response("chats/1", &occupancy, &policy);
+            assert_eq!(
+                occupancy_json_response("chats/1", &json, &policy).body,
+                typed.body
+            );
+            let body: Value = serde_json::from_slice(&typed.body).unwrap();
+            assert_eq!(body["sockets"], 6);
+        }
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! Files of the static folder (`[assets]` in `wrangler.toml`) never reach it: Cloudflare serves
 //! them first. Everything else comes here and goes where core's [`route`](core_http::route) says.
 
-use switchboard_core::api::{self, API_SECRET_VAR, ApiError, ChannelEmitResult};
-use switchboard_core::channel::Occupancy;
+use switchboard_core::api::{self, API_SECRET_VAR, ApiError};
 use switchboard_core::client;
 use switchboard_core::config::Config;
 use switchboard_core::http::{self as core_http, EngineRequestHead, HttpResponse, Method, Route};
@@ -168,11 +167,13 @@ async fn api_request(
             let mut results = Vec::with_capacity(emits.len());
             for emit in emits {
                 let channel = emit.channel.clone();
-                let result: ChannelEmitResult =
+                // As JSON: the object wrote it from a `ChannelEmitResult`, and the answer is the
+                // same.
+                let result: serde_json::Value =
                     call_channel(env, &channel, &Call::Emit { emit }).await?;
                 results.push((channel, result));
             }
-            Ok(api::emit_response(&results))
+            Ok(api::emit_json_response(&results))
         }
         Route::ChannelHistory(channel) => {
             let Some(policy) = config.policy_for(&channel) else {
@@ -212,8 +213,10 @@ async fn api_request(
             let Some(policy) = config.policy_for(&channel) else {
                 return Err(ApiError::unknown_channel("channel", &channel).response());
             };
-            let occupancy: Occupancy = call_channel(env, &channel, &Call::Occupancy).await?;
-            Ok(api::occupancy_response(&channel, &occupancy, policy))
+            // As JSON: the object wrote it from an `Occupancy`, and the answer is the same.
+            let occupancy: serde_json::Value =
+                call_channel(env, &channel, &Call::Occupancy).await?;
+            Ok(api::occupancy_json_response(&channel, &occupancy, policy))
         }
         _ => Ok(HttpResponse::text(404, "not found")),
     }
