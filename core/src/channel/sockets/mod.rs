@@ -1659,11 +1659,14 @@ impl SocketLayer {
     }
 }
 
-/// A socket's user as calls and webhooks show it: `{ id, info }`, or null.
+/// A socket's user as calls and webhooks show it: `{ id, info }`, or null. Info without a user
+/// id is marked `anonymous`, as presence shows it: on a presence channel it may be what the
+/// client declared in its CONNECT `auth.info`, which nobody vouches for.
 fn socket_user_json(socket: &SocketState) -> Value {
     let info = socket.hook.as_ref().and_then(|hook| hook.user_info.clone());
     match (socket.user(), info) {
         (None, None) => Value::Null,
+        (None, Some(info)) => json!({ "id": null, "anonymous": true, "info": info }),
         (id, info) => json!({ "id": id, "info": info }),
     }
 }

@@ -709,6 +709,31 @@ fn all_lifecycle_events() -> WebhookEvents {
 }
 
 #[test]
+fn what_an_anonymous_client_declares_reaches_the_backend_marked_anonymous() {
+    let mut h = shop(|policy| {
+        policy.webhooks = all_lifecycle_events();
+        policy.presence = Some(crate::config::PresencePolicy::default());
+    });
+    h.open_ws(1);
+    h.text(1, r#"40{"info":{"nick":"Ada"}}"#);
+    h.outputs();
+    h.advance(webhooks_delay());
+    let [batch] = calls(&h.outputs()).try_into().unwrap();
+    let body = call_body(&batch);
+    let connected = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["type"] == "socket_connected")
+        .expect("a socket_connected event")
+        .clone();
+    assert_eq!(
+        connected["socket"]["user"],
+        json!({ "id": null, "anonymous": true, "info": { "nick": "Ada" } })
+    );
+}
+
+#[test]
 fn lifecycle_webhooks_are_batched_signed_and_retried() {
     let mut h = webhooked(all_lifecycle_events(), vec!["chat".into()]);
     let a = h.connect(1, "/");
