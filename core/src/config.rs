@@ -711,7 +711,9 @@ struct ChannelSpec {
     allowed_origins: Option<Vec<String>>,
     pong_auto_response: Option<bool>,
     relay_events: Option<Vec<String>>,
-    handlers: Option<BTreeMap<String, HandlerSpec>>,
+    /// Each entry is read as a `HandlerSpec` when the policy is resolved: one deserializer
+    /// for the table less in the Worker's wasm.
+    handlers: Option<Map<String, Value>>,
     backend_url: Option<String>,
     webhooks: Option<Value>,
     webhook_events: Option<Vec<String>>,
@@ -1054,6 +1056,9 @@ fn resolve_policy(
     let presence = resolve_presence(spec.presence.as_ref(), &field("presence"))?;
     let mut handlers = BTreeMap::new();
     for (event, handler) in spec.handlers.unwrap_or_default() {
+        // The error `from_value` gave for the whole entry when the table was deserialized with it.
+        let handler = HandlerSpec::deserialize(handler)
+            .map_err(|err| ConfigError::new(key, err.to_string()))?;
         let handler_key = format!("{key}.handlers.\"{event}\"");
         if event.is_empty()
             || crate::socketio::RESERVED_EVENTS.contains(&event.as_str())
