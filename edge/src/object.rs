@@ -235,43 +235,7 @@ impl DurableObject for ChannelObject {
         let now = now_ms();
         match query.transport {
             TransportKind::WebSocket => {
-                let pair = WebSocketPair::new()?;
-                let response = {
-                    let mut guard = self.live.borrow_mut();
-                    let Some(live) = guard.as_mut() else {
-                        return to_worker_response(HttpResponse::text(503, "channel unavailable"));
-                    };
-                    match live.channel.check_ws_open(query.sid.as_deref()) {
-                        Err(error) => return to_worker_response(error.response()),
-                        Ok(WsAdmission::AcceptAndClose { code, reason }) => {
-                            // Not hibernatable: the runtime completes the close of such a socket
-                            // at once, where a hibernatable one closed outside its own message
-                            // handler keeps its connection open (docs/edge-close.md).
-                            pair.server.accept()?;
-                            pair.server.close(Some(code), Some(reason))?;
-                            return Response::from_websocket(pair.client);
-                        }
-                        Ok(WsAdmission::Accept) => {}
-                    }
-                    let conn = live.next_conn;
-                    live.next_conn += 1;
-                    self.state
-                        .accept_websocket_with_tags(&pair.server, &[&conn_tag(conn)]);
-                    store_attachment(
-                        &pair.server,
-                        &Attachment {
-                            conn,
-                            channel: key.clone(),
-                            session: None,
-                        },
-                    );
-                    live.sockets.insert(conn, pair.server.clone());
-                    live.channel
-                        .handle_ws_open(conn, query.sid.as_deref(), client, now);
-                    Response::from_websocket(pair.client)
-                };
-                self.carry_out();
-                response
+                self.open_websocket(&key, query.sid.as_deref(), client, now)
             }
             TransportKind::Polling => {
                 // A body announced as larger than the limit is never read into memory.
@@ -411,7 +375,6 @@ impl Shared {
             Ok(Some(policy)) => policy,
             _ => return core_http::unknown_channel_response(&key),
         };
-        let json = |value: serde_json::Value| HttpResponse::json(200, &value);
         match call {
             Call::Emit { emit } => {
                 self.ensure_live(Some((&key, &policy)));
@@ -447,36 +410,48 @@ impl Shared {
                 };
                 HttpResponse::json(200, &serde_json::to_value(result).unwrap_or_default())
             }
+            call => self.internal_now(&key, &policy, call),
+        }
+    }
+
+    /// The calls answered at once: no await, so they stay out of the state machine of
+    /// [`Shared::internal`].
+    #[inline(never)]
+    fn internal_now(&self, key: &str, policy: &Arc<ChannelPolicy>, call: Call) -> HttpResponse {
+        let json = |value: serde_json::Value| HttpResponse::json(200, &value);
+        match call {
+            // Answered by the caller, which waits for the acknowledgements.
+            Call::Emit { .. } => HttpResponse::text(500, "emit is not answered at once"),
             Call::History { query } => {
-                self.ensure_live(Some((&key, &policy)));
+                self.ensure_live(Some((key, policy)));
                 let history = self
                     .live
                     .borrow()
                     .as_ref()
                     .map(|live| live.channel.history(query.after.as_deref(), query.limit));
                 let response = match history {
-                    Some(history) => api::history_response(&key, history),
+                    Some(history) => api::history_response(key, history),
                     None => HttpResponse::text(503, "channel unavailable"),
                 };
                 self.carry_out();
                 response
             }
             Call::Presence { query } => {
-                self.ensure_live(Some((&key, &policy)));
+                self.ensure_live(Some((key, policy)));
                 let page = self
                     .live
                     .borrow()
                     .as_ref()
                     .map(|live| live.channel.presence(query.after.as_deref(), query.limit));
                 let response = match page {
-                    Some(page) => api::presence_response(&key, page),
+                    Some(page) => api::presence_response(key, page),
                     None => HttpResponse::text(503, "channel unavailable"),
                 };
                 self.carry_out();
                 response
             }
             Call::Occupancy => {
-                self.ensure_live(Some((&key, &policy)));
+                self.ensure_live(Some((key, policy)));
                 let occupancy = self
                     .live
                     .borrow()
@@ -489,7 +464,7 @@ impl Shared {
                 // Forget everything in memory, as hibernation does, and rebuild from the sockets'
                 // attachments right away.
                 *self.live.borrow_mut() = None;
-                self.ensure_live(Some((&key, &policy)));
+                self.ensure_live(Some((key, policy)));
                 let sessions = self
                     .live
                     .borrow()
@@ -663,6 +638,54 @@ impl Shared {
         live.channel.handle_timeout(now_ms());
     }
 
+    /// A WebSocket upgrade, accepted and handed to the channel: no await in it, so it stays out
+    /// of the state machine of [`DurableObject::fetch`].
+    #[inline(never)]
+    fn open_websocket(
+        &self,
+        key: &str,
+        sid: Option<&str>,
+        client: ClientInfo,
+        now: u64,
+    ) -> worker::Result<Response> {
+        let pair = WebSocketPair::new()?;
+        let response = {
+            let mut guard = self.live.borrow_mut();
+            let Some(live) = guard.as_mut() else {
+                return to_worker_response(HttpResponse::text(503, "channel unavailable"));
+            };
+            match live.channel.check_ws_open(sid) {
+                Err(error) => return to_worker_response(error.response()),
+                Ok(WsAdmission::AcceptAndClose { code, reason }) => {
+                    // Not hibernatable: the runtime completes the close of such a socket
+                    // at once, where a hibernatable one closed outside its own message
+                    // handler keeps its connection open (docs/edge-close.md).
+                    pair.server.accept()?;
+                    pair.server.close(Some(code), Some(reason))?;
+                    return Response::from_websocket(pair.client);
+                }
+                Ok(WsAdmission::Accept) => {}
+            }
+            let conn = live.next_conn;
+            live.next_conn += 1;
+            self.state
+                .accept_websocket_with_tags(&pair.server, &[&conn_tag(conn)]);
+            store_attachment(
+                &pair.server,
+                &Attachment {
+                    conn,
+                    channel: key.to_string(),
+                    session: None,
+                },
+            );
+            live.sockets.insert(conn, pair.server.clone());
+            live.channel.handle_ws_open(conn, sid, client, now);
+            Response::from_websocket(pair.client)
+        };
+        self.carry_out();
+        response
+    }
+
     /// Waits for the answer of a request the object holds (a long-polling GET, an emit waiting for
     /// acknowledgements). The request keeps the object awake, so meanwhile the channel's timers
     /// run on time from here, on a JavaScript timer, rather than on the alarm alone, which the
@@ -670,8 +693,16 @@ impl Shared {
     /// connect timeout by the protocol's own clock).
     async fn wait_running_timers<T>(
         &self,
-        mut answer: oneshot::Receiver<T>,
+        answer: oneshot::Receiver<T>,
     ) -> Result<T, oneshot::Canceled> {
+        let mut answered = None;
+        let waiting = async { answered = Some(answer.await) };
+        self.run_timers_until(std::pin::pin!(waiting)).await;
+        answered.unwrap_or(Err(oneshot::Canceled))
+    }
+
+    /// The loop of [`Shared::wait_running_timers`], once for every kind of answer.
+    async fn run_timers_until(&self, mut done: std::pin::Pin<&mut dyn Future<Output = ()>>) {
         use futures_util::future::{Either, select};
         loop {
             let next_timer = self
@@ -680,13 +711,12 @@ impl Shared {
                 .as_mut()
                 .and_then(|live| live.channel.poll_timeout());
             let Some(at) = next_timer else {
-                return answer.await;
+                return done.await;
             };
             let delay = worker::Delay::from(Duration::from_millis(at.saturating_sub(now_ms())));
-            match select(answer, delay).await {
-                Either::Left((response, _)) => return response,
-                Either::Right(((), pending)) => {
-                    answer = pending;
+            match select(done.as_mut(), delay).await {
+                Either::Left(((), _)) => return,
+                Either::Right(((), _)) => {
                     self.run_due_timers();
                     self.carry_out();
                 }
