@@ -1678,4 +1678,56 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.key, "BACKEND_TIMEOUT");
     }
+
+    /// What serde says about a malformed `handlers` or `bind` table, under the channel's key: the
+    /// messages `from_value` gives for the whole entry, also since handlers are read one by one.
+    #[test]
+    fn malformed_handler_and_bind_tables_keep_their_messages() {
+        let problem = |channel: Value| {
+            let err =
+                Config::from_vars(&vars(json!({ "CHANNELS": { "x": channel } }))).unwrap_err();
+            assert_eq!(err.key, "CHANNELS.\"x\"");
+            err.problem
+        };
+        let backend = |mut channel: Value| {
+            channel["backend_url"] = "http://b".into();
+            channel
+        };
+        for (channel, message) in [
+            (
+                json!({ "handlers": { "a": { "acks": "raw" } } }),
+                "unknown field `acks`, expected one of `schema`, `ack`, `timeout`",
+            ),
+            (
+                json!({ "handlers": { "a": "text" } }),
+                "invalid type: string \"text\", expected struct HandlerSpec",
+            ),
+            (
+                json!({ "handlers": { "a": { "ack": "loud" } } }),
+                "unknown variant `loud`, expected `foal` or `raw`",
+            ),
+            (
+                json!({ "handlers": { "a": null } }),
+                "invalid type: null, expected struct HandlerSpec",
+            ),
+            (
+                json!({ "handlers": 5 }),
+                "invalid type: integer `5`, expected a map",
+            ),
+            (
+                json!({ "handlers": ["a"] }),
+                "invalid type: sequence, expected a map",
+            ),
+            (
+                json!({ "auth": "private", "bind": { "id": 5 } }),
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                json!({ "auth": "private", "bind": "id" }),
+                "invalid type: string \"id\", expected a map",
+            ),
+        ] {
+            assert_eq!(problem(backend(channel)), message);
+        }
+    }
 }
