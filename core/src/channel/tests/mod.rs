@@ -118,9 +118,16 @@ impl Harness {
 
     /// A server emit to the whole namespace `/`; returns how many sockets it reached.
     fn emit_to_all(&mut self, args: Value) -> usize {
+        self.emit_to(&[], args)
+    }
+
+    /// A server emit to `rooms` (a socket's id is a room of its own) of namespace `/`; returns
+    /// how many sockets it reached.
+    fn emit_to(&mut self, rooms: &[&str], args: Value) -> usize {
         let emit = ServerEmit {
             namespace: "/".into(),
             args,
+            rooms: rooms.iter().map(|room| room.to_string()).collect(),
             ..ServerEmit::default()
         };
         self.channel
@@ -298,20 +305,7 @@ fn a_client_cannot_join_another_sockets_id_and_emits_to_an_id_always_reach_that_
     assert_eq!(texts(&h.outputs(), 2).len(), 1);
 
     // An emit to the victim's id reaches the victim alone.
-    let reached = h
-        .channel
-        .emit(
-            ServerEmit {
-                namespace: "/".into(),
-                args: json!(["private"]),
-                rooms: vec![victim.clone()],
-                ..ServerEmit::default()
-            },
-            h.now,
-        )
-        .unwrap()
-        .delivered;
-    assert_eq!(reached, 1);
+    assert_eq!(h.emit_to(&[&victim], json!(["private"])), 1);
     let out = h.outputs();
     assert_eq!(texts(&out, 1), vec![r#"42["private"]"#]);
     assert!(texts(&out, 2).is_empty());
