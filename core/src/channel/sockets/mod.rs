@@ -502,18 +502,20 @@ impl SocketLayer {
         (sockets as u64 >= max).then(|| format!("channel is full: at most {max} sockets"))
     }
 
-    /// A fresh socket id: not a live or parked socket's, nor a room's (a room of that name
-    /// would receive what is sent to the new socket).
+    /// A fresh socket id (see [`SocketLayer::id_is_taken`]).
     fn new_socket_id(&self, engine: &mut Engine, namespace: &str) -> String {
-        let taken = self.namespaces.get(namespace);
-        engine.new_id(|id| {
-            taken.is_some_and(|namespace| {
-                namespace.sockets.contains_key(id) || namespace.rooms.contains_key(id)
-            }) || self
-                .recovery
-                .as_ref()
-                .is_some_and(|recovery| recovery.parks_sid(id))
-        })
+        engine.new_id(|id| self.id_is_taken(namespace, id))
+    }
+
+    /// Whether a new socket of `namespace` may not take `id`: a live or parked socket has it, or
+    /// a room is named so (which would receive what is sent to the new socket).
+    fn id_is_taken(&self, namespace: &str, id: &str) -> bool {
+        self.namespaces.get(namespace).is_some_and(|namespace| {
+            namespace.sockets.contains_key(id) || namespace.rooms.contains_key(id)
+        }) || self
+            .recovery
+            .as_ref()
+            .is_some_and(|recovery| recovery.parks_sid(id))
     }
 
     /// Whether `name` is the id of a socket of `namespace`, or of a socket parked for recovery.
@@ -628,13 +630,15 @@ impl SocketLayer {
             .recovery
             .as_mut()
             .and_then(|recovery| recovery.take(auth, namespace, &claim, now));
-        // Not recovered after all (another user, or what it missed is gone): the parked socket
-        // whose id it was offered stays parked, so this one takes a new id.
+        // Not recovered after all (another user, or what it missed is gone, or its window ran
+        // out while the hook decided): the id it was offered may still be parked, or a room may
+        // be named so by now, so this one takes a new id.
         if recovered.is_none()
-            && self
-                .presence
-                .as_ref()
-                .is_some_and(|presence| presence.in_grace(&socket_id))
+            && (self.id_is_taken(namespace, &socket_id)
+                || self
+                    .presence
+                    .as_ref()
+                    .is_some_and(|presence| presence.in_grace(&socket_id)))
         {
             socket_id = self.new_socket_id(engine, namespace);
             if let Some(MemberKey::Anonymous(id)) = member.as_mut() {

@@ -208,6 +208,9 @@ pub(crate) struct Recovery {
     /// what is sent to that socket once it is back). Kept with `parked` by `keep_parked` and
     /// `drop_parked`.
     parked_sids: BTreeSet<String>,
+    /// Two parked records once shared a sid (new sockets never take a parked one, but stored
+    /// rows are what they are): `drop_parked` then keeps a sid another record still holds.
+    shared_sids: bool,
     /// `(disconnected_at, pid)`, oldest first; entries of pids recovered since are skipped.
     parked_order: VecDeque<(u64, String)>,
     /// Set by a host that stores what it is given: the writes of the current input.
@@ -228,6 +231,7 @@ impl Recovery {
             history_bytes: 0,
             parked: FastMap::default(),
             parked_sids: BTreeSet::new(),
+            shared_sids: false,
             parked_order: VecDeque::new(),
             durable: false,
             holds_state: false,
@@ -494,15 +498,23 @@ impl Recovery {
     fn keep_parked(&mut self, pid: String, record: SocketRecord) {
         let sid = record.sid.clone();
         if let Some(earlier) = self.parked.insert(pid, record) {
-            self.parked_sids.remove(&earlier.sid);
+            self.unlist_sid(&earlier.sid);
         }
-        self.parked_sids.insert(sid);
+        if !self.parked_sids.insert(sid) {
+            self.shared_sids = true;
+        }
     }
 
     fn drop_parked(&mut self, pid: &str) -> Option<SocketRecord> {
         let record = self.parked.remove(pid)?;
-        self.parked_sids.remove(&record.sid);
+        self.unlist_sid(&record.sid);
         Some(record)
+    }
+
+    fn unlist_sid(&mut self, sid: &str) {
+        if !self.shared_sids || !self.parked.values().any(|record| record.sid == sid) {
+            self.parked_sids.remove(sid);
+        }
     }
 
     /// The parked sockets, by pid.

@@ -484,6 +484,54 @@ fn open_with_client(h: &mut Harness, conn: ConnId) {
     h.outputs();
 }
 
+/// Admits the socket of `conn` to `/` through the connect hook (which says yes), with `auth`;
+/// returns its CONNECT reply.
+fn connect_through_hook(h: &mut Harness, conn: ConnId, auth: &str) -> Value {
+    open_with_client(h, conn);
+    h.text(conn, &format!("40{auth}"));
+    let [call] = calls(&h.outputs()).try_into().unwrap();
+    h.channel
+        .handle_backend_answer(call.id, ok(json!({ "allow": true })), h.now);
+    serde_json::from_str(&texts(&h.outputs(), conn)[0][2..]).unwrap()
+}
+
+#[test]
+fn a_socket_whose_recovery_lapsed_while_its_hook_decided_takes_a_new_id() {
+    let mut h = shop(|policy| {
+        policy.auth = AuthMode::Backend;
+        policy.recovery = Some(crate::config::RecoveryPolicy {
+            window_ms: 10_000,
+            ..Default::default()
+        });
+    });
+    let victim = connect_through_hook(&mut h, 1, "");
+    let sid = victim["sid"].as_str().unwrap().to_string();
+    connect_through_hook(&mut h, 2, "");
+    h.channel.handle_ws_closed(1, h.now);
+    h.advance(9_000);
+    // Back with its pid just in time; the window passes while the hook decides.
+    open_with_client(&mut h, 3);
+    h.text(3, &format!(r#"40{{"pid":{}}}"#, victim["pid"]));
+    let [call] = calls(&h.outputs()).try_into().unwrap();
+    assert_eq!(call_body(&call)["socket"]["id"], sid.as_str());
+    h.advance(1_500);
+    h.outputs();
+    // No longer parked: another client may take the name as a room.
+    h.text(2, &format!(r#"421["switchboard:join","{sid}"]"#));
+    assert_eq!(payloads(&h.outputs(), 2, "43")[0][0]["ok"], true);
+    h.channel
+        .handle_backend_answer(call.id, ok(json!({ "allow": true })), h.now);
+    let reply: Value = serde_json::from_str(&texts(&h.outputs(), 3)[0][2..]).unwrap();
+    assert_ne!(
+        reply["sid"],
+        sid.as_str(),
+        "the room would hear what is sent to it"
+    );
+    // What is sent to the new socket reaches it alone.
+    let new_sid = reply["sid"].as_str().unwrap().to_string();
+    assert_eq!(h.emit_to(&[&new_sid], json!(["yours"])), 1);
+}
+
 #[test]
 fn the_connect_hook_admits_with_a_user_rooms_and_data() {
     let mut h = hooked(AuthMode::Backend);
