@@ -780,3 +780,43 @@ fn decode_event(seq: u64, record: &[u8]) -> Option<Recorded> {
         emitted_at: record.at,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn record(sid: &str) -> SocketRecord {
+        SocketRecord {
+            namespace: "/".into(),
+            sid: sid.into(),
+            rooms: Vec::new(),
+            user: None,
+            granted_rooms: Vec::new(),
+            expires_at: None,
+            user_info: None,
+            data: None,
+            since: 0,
+            disconnected_at: None,
+            presence_left: false,
+        }
+    }
+
+    #[test]
+    fn a_parked_sid_stays_listed_while_any_record_holds_it() {
+        let mut recovery = Recovery::new(RecoveryPolicy::default(), "e".into());
+        recovery.park("p1".into(), record("x"), 1);
+        recovery.park("p2".into(), record("x"), 2);
+        recovery.park("p3".into(), record("y"), 3);
+        recovery.forget("p1");
+        assert!(recovery.parks_sid("x"), "p2 still holds it");
+        recovery.forget("p2");
+        assert!(!recovery.parks_sid("x"));
+        assert!(recovery.parks_sid("y"));
+        // A pid parked again under another sid lets the old one go.
+        recovery.park("p3".into(), record("z"), 4);
+        assert!(!recovery.parks_sid("y") && recovery.parks_sid("z"));
+    }
+}
