@@ -175,10 +175,19 @@ async fn emit(state: &AppState, request: Request) -> Result<HttpResponse, ApiErr
     Ok(api::emit_response(&results))
 }
 
+/// The policy of a channel a request names, or the `unknown_channel` error.
+fn known_policy<'a>(
+    state: &'a AppState,
+    channel: &str,
+) -> Result<&'a std::sync::Arc<switchboard_core::config::ChannelPolicy>, ApiError> {
+    state
+        .config
+        .policy_for(channel)
+        .ok_or_else(|| ApiError::unknown_channel("channel", channel))
+}
+
 async fn channel_info(state: &AppState, channel: String) -> Result<HttpResponse, ApiError> {
-    let Some(policy) = state.config.policy_for(&channel) else {
-        return Err(ApiError::unknown_channel("channel", &channel));
-    };
+    let policy = known_policy(state, &channel)?;
     let occupancy = state
         .registry
         .ask_if_live(&channel, |reply| Command::Occupancy { reply })
@@ -192,9 +201,7 @@ async fn channel_history(
     channel: String,
     query: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(policy) = state.config.policy_for(&channel) else {
-        return Err(ApiError::unknown_channel("channel", &channel));
-    };
+    let policy = known_policy(state, &channel)?;
     let query = api::parse_history_query(query)?;
     if policy.recovery.is_none() {
         // The channel answers the same, without starting it.
@@ -219,9 +226,7 @@ async fn channel_presence(
     channel: String,
     query: Option<&str>,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(policy) = state.config.policy_for(&channel) else {
-        return Err(ApiError::unknown_channel("channel", &channel));
-    };
+    let policy = known_policy(state, &channel)?;
     let query = api::parse_history_query(query)?;
     if policy.presence.is_none() {
         return Ok(api::presence_response(
